@@ -1,0 +1,104 @@
+"""Frozen configuration of a scan. The only place defaults live; validated once, serialised into run.json.
+
+Pure Python (no torch, no numpy): the decode workers import it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gcage_fast.errors import ConfigError
+
+__all__ = ["Limits", "ScanConfig", "ALLOWED_FORMATS", "CAM_METHODS", "PILLOW_BOMB_PIXELS", "default_workers"]
+
+#: Formats decoded by default, detected from content (never from the file name).
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+#: The forward-only CAM methods computed inside the base graph (see gcage_fast.cam.weights).
+CAM_METHODS = ("gradcam", "hirescam", "xgradcam", "gradcam++", "layercam")
+#: Pillow warns about a decompression bomb above this many pixels; we treat the warning as an error.
+PILLOW_BOMB_PIXELS = 89_478_485
+
+
+def default_workers() -> int:
+    """Decode processes when ``--workers`` is not given: one per core, leaving one core to the engine."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-file limits. A file over a limit gets an error row (``limit.*``), never a crash."""
+
+    max_bytes: int = 256 * 1024 * 1024
+    max_pixels: int = 64_000_000
+    formats: tuple[str, ...] = ALLOWED_FORMATS
+
+    def validate(self) -> None:
+        if self.max_bytes < 1:
+            raise ConfigError("--max-bytes must be positive")
+        if not 1 <= self.max_pixels <= PILLOW_BOMB_PIXELS:
+            raise ConfigError(f"--max-pixels must be between 1 and {PILLOW_BOMB_PIXELS} "
+                              "(Pillow's decompression-bomb threshold)")
+        unknown = sorted(set(self.formats) - set(ALLOWED_FORMATS))
+        if unknown:
+            raise ConfigError(f"unsupported formats {unknown}; choose from {', '.join(ALLOWED_FORMATS)}")
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Everything ``gcage-fast scan`` needs. ``None`` means "take it from the model spec" (top_k, cam, cam_target,
+    threshold) or "choose automatically" (workers, threads)."""
+
+    inputs: tuple[str, ...]
+    output: str
+    from_list: str | None = None
+    model: str | None = None
+    backend: str = "auto"
+    device: str = "cpu"
+    top_k: int | None = None
+    batch_size: int = 32
+    workers: int | None = None
+    threads: int | None = None
+    cam: str | None = None
+    cam_target: str | None = None
+    threshold: float | None = None
+    heatmaps: str = "none"
+    shard_size: int = 1000
+    mode: str = "new"  # new | resume | overwrite
+    follow_symlinks: bool = False
+    small_images: str = "pad"  # pad | skip
+    limits: Limits = field(default_factory=Limits)
+
+    def validate(self) -> None:
+        if not self.inputs and self.from_list is None:
+            raise ConfigError("no inputs: give files or directories, or --from-list FILE")
+        if self.backend not in ("auto", "ort", "torch"):
+            raise ConfigError(f"unknown backend {self.backend!r}; choose auto, ort or torch")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; choose cpu or cuda")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError("--top-k must be at least 1")
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError("--workers must be 0 (decode in the main process) or more")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError("--threshold must be between 0 and 1")
+        if self.heatmaps not in ("none", "png"):
+            raise ConfigError(f"unknown --heatmaps {self.heatmaps!r}; choose none or png")
+        if self.shard_size < 1:
+            raise ConfigError("--shard-size must be at least 1")
+        if self.mode not in ("new", "resume", "overwrite"):
+            raise ConfigError(f"unknown mode {self.mode!r}")
+        if self.small_images not in ("pad", "skip"):
+            raise ConfigError(f"unknown --small-images {self.small_images!r}; choose pad or skip")
+        self.limits.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["limits"]["formats"] = list(self.limits.formats)
+        d["inputs"] = list(self.inputs)
+        return d

@@ -1,0 +1,41 @@
+"""The only module that reads environment variables. Each one is documented here.
+
+- ``GCAGE_CACHE_DIR``: where exported ONNX graphs are cached (default ``$XDG_CACHE_HOME/gcage_fast`` or
+  ``~/.cache/gcage_fast``).
+- ``GCAGE_MODEL_PATH``: extra directories (``os.pathsep``-separated) searched for model directories by name.
+- ``GCAGE_FAULT_AT``: test hook, ``PHASE:N``; the scan kills itself with SIGKILL when it reaches PHASE for the
+  N-th time (phases: ``image`` after N images of the run were processed, ``before_rename``, ``after_rename``,
+  ``after_commit`` for shard number N). Used by the kill-and-resume tests; never set it in production.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["cache_dir", "model_search_path", "fault_point"]
+
+
+def cache_dir() -> Path:
+    """Directory for cached exports (not created here)."""
+    explicit = os.environ.get("GCAGE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "gcage_fast"
+
+
+def model_search_path() -> list[Path]:
+    """Extra directories searched for named models, in order."""
+    raw = os.environ.get("GCAGE_MODEL_PATH", "")
+    return [Path(p) for p in raw.split(os.pathsep) if p]
+
+
+def fault_point() -> tuple[str, int] | None:
+    """The fault-injection point ``(phase, n)`` or None. Malformed values are ignored."""
+    raw = os.environ.get("GCAGE_FAULT_AT", "")
+    phase, sep, count = raw.partition(":")
+    if not sep or not phase or not count.isdigit():
+        return None
+    return phase, int(count)

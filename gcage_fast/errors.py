@@ -1,0 +1,51 @@
+"""Exceptions raised by gcage_fast.
+
+Per-image problems never raise: they become rows with ``status = error``. These exceptions are for problems of
+the run itself (configuration, models, engines, output directory); the CLI turns each into a one-line
+``Error: ...`` and exit code 1.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GcageError",
+    "ConfigError",
+    "InputError",
+    "ModelError",
+    "ExportError",
+    "EngineError",
+    "OutputError",
+    "MissingDependencyError",
+]
+
+
+class GcageError(Exception):
+    """Base class of every error a user can act on. The message says what to do."""
+
+
+class ConfigError(GcageError):
+    """An option or combination of options is invalid."""
+
+
+class InputError(GcageError):
+    """A named input (file, directory, list) does not exist or cannot be enumerated."""
+
+
+class ModelError(GcageError):
+    """A model cannot be found, verified or loaded."""
+
+
+class ExportError(GcageError):
+    """ONNX export failed or its parity check exceeded the tolerance."""
+
+
+class EngineError(GcageError):
+    """A runner could not be created, or a requested provider/device is not active."""
+
+
+class OutputError(GcageError):
+    """The output directory cannot be written, or does not hold what the command expects."""
+
+
+class MissingDependencyError(GcageError):
+    """An optional package is needed and not installed; the message names the extra to install."""
