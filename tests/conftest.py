@@ -1,0 +1,50 @@
+import os
+
+import pytest
+
+from helpers import permissions_enforced, run_cli
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Exports are cached per test session, never in the user's cache."""
+    cache = tmp_path_factory.mktemp("gcage-cache")
+    old = os.environ.get("GCAGE_CACHE_DIR")
+    os.environ["GCAGE_CACHE_DIR"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("GCAGE_CACHE_DIR", None)
+    else:
+        os.environ["GCAGE_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A small untrained G-CAGE model (SuSy width 8, 2 classes, with head)."""
+    from gcage_fast.models.registry import init_model
+
+    d = tmp_path_factory.mktemp("models") / "tiny"
+    init_model(d, seed=3, width=8, hidden=32, name="tiny")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny6_model_dir(tmp_path_factory):
+    """A small untrained model with SuSy's six classes and a head."""
+    from gcage_fast.models.registry import init_model
+    from gcage_fast.models.susy import SUSY_CLASSES
+
+    d = tmp_path_factory.mktemp("models") / "tiny6"
+    init_model(d, seed=5, width=8, hidden=32, class_names=SUSY_CLASSES, name="tiny6")
+    return d
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def pytest_report_header(config):
+    return [f"permissions enforced for tests: {permissions_enforced()} (euid {os.geteuid()})"]
