@@ -1,0 +1,72 @@
+"""The reference CAM: hooks and ``backward()``, the way the original G-CAGE computed Grad-CAM with
+pytorch-grad-cam. Slow (a backward pass per batch) and kept as the oracle the in-graph CAM is tested against,
+and as the benchmark baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gcage_fast.cam.targets import CamTarget, target_value
+from gcage_fast.models.susy import SuSy
+
+__all__ = ["reference_cam"]
+
+
+def _spatial_cam(method: str, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's formulas on general (non-uniform) gradients; returns relu(cam) (N, h, w)."""
+    if method == "gradcam":
+        w = grads.mean(dim=(2, 3))
+        cam = torch.einsum("nk,nkhw->nhw", w, acts)
+    elif method == "hirescam":
+        cam = (grads * acts).sum(dim=1)
+    elif method == "xgradcam":
+        s = acts.sum(dim=(2, 3), keepdim=True)
+        w = (grads * acts / (s + 1e-7)).sum(dim=(2, 3))
+        cam = torch.einsum("nk,nkhw->nhw", w, acts)
+    elif method == "gradcam++":
+        g2 = grads**2
+        g3 = g2 * grads
+        s = acts.sum(dim=(2, 3), keepdim=True)
+        a = g2 / (2 * g2 + s * g3 + 1e-6)
+        a = torch.where(grads != 0, a, torch.zeros_like(a))
+        w = (torch.relu(grads) * a).sum(dim=(2, 3))
+        cam = torch.einsum("nk,nkhw->nhw", w, acts)
+    elif method == "layercam":
+        cam = (torch.relu(grads) * acts).sum(dim=1)
+    else:
+        raise ValueError(f"unknown CAM method {method!r}")
+    return torch.relu(cam)
+
+
+def reference_cam(base: SuSy, x: torch.Tensor, method: str, target: CamTarget, layer: str = "layer4"):
+    """Run ``base`` with hooks on the CAM layer and backpropagate Y. Returns ``(probs, cam)``.
+
+    ``layer4`` hooks ``feature_extractor.resnet_model.layer4``; ``F`` hooks the input of ``feature_extractor.gap``
+    (the summed staircase map). Activation gradients are captured with tensor hooks, as pytorch-grad-cam does.
+    """
+    # torch 2.13 (CPU) corrupts the heap in the backward pass of ResNet's strided 1x1 downsample convolution when
+    # the input is channels-last strided (for example a permuted HWC batch): always backpropagate NCHW-contiguous.
+    x = x.contiguous()
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(t: torch.Tensor) -> None:
+        store["acts"] = t.detach()
+        t.register_hook(lambda g: store.__setitem__("grads", g.detach()))
+
+    fe = base.feature_extractor
+    if layer == "layer4":
+        handle = fe.resnet_model.layer4.register_forward_hook(lambda _m, _i, out: keep(out))
+    elif layer == "F":
+        handle = fe.gap.register_forward_hook(lambda _m, inp, _o: keep(inp[0]))
+    else:
+        raise ValueError(f"unknown CAM layer {layer!r}")
+    try:
+        with torch.enable_grad():
+            logits = base.mlp(fe(x))
+            probs = torch.softmax(logits, dim=1)
+            base.zero_grad(set_to_none=True)
+            target_value(target, logits, probs).sum().backward()
+    finally:
+        handle.remove()
+    return probs.detach(), _spatial_cam(method, store["acts"], store["grads"])
