@@ -1,0 +1,174 @@
+"""Safe decoding of untrusted bytes into an RGB uint8 array.
+
+- The format is detected from content against an allow-list (never from the file name).
+- Pillow's decompression-bomb warning is an error; a pixel ceiling is checked from the header before decoding.
+- Truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays False).
+- EXIF orientation (tag 0x0112, values 2-8) is applied to the pixels; the EXIF itself is never rewritten.
+- Modes are converted explicitly: palette/alpha/CMYK/YCbCr/LAB/HSV via Pillow, 16-bit gray by taking the high
+  byte (Pillow's own conversion would clip it); floating-point images are refused.
+
+Failures raise :class:`DecodeFailure` with a stable dotted ``code``. NumPy and Pillow only (runs in workers).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from gcage_fast.config import Limits
+
+__all__ = ["DecodeFailure", "DecodedImage", "decode_rgb", "sniff_format"]
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_VIA_PILLOW = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+# Magic numbers of formats we recognise but do not decode (for a precise "skipped" row instead of "not an image").
+_MAGIC = (
+    (0, b"%PDF", "PDF"),
+    (0, b"8BPS", "PSD"),
+    (0, b"SIMPLE  =", "FITS"),
+    (0, b"%!PS", "EPS"),
+    (0, b"\xc5\xd0\xd3\xc6", "EPS"),
+    (0, b"\x00\x00\x00\x0cjP  ", "JPEG2000"),
+    (0, b"\xff\x4f\xff\x51", "JPEG2000"),
+    (0, b"\x00\x00\x01\x00", "ICO"),
+    (4, b"ftypheic", "HEIF"),
+    (4, b"ftypheix", "HEIF"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"GIF87a", "GIF"),
+    (0, b"GIF89a", "GIF"),
+    (0, b"BM", "BMP"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+)
+
+
+class DecodeFailure(Exception):
+    """A per-file failure with a stable code (``decode.*``, ``limit.*``) and status (error or skipped)."""
+
+    def __init__(self, code: str, detail: str, status: str = "error") -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+@dataclass
+class DecodedImage:
+    """RGB pixels in display orientation plus what we learned about the file."""
+
+    rgb: np.ndarray  # H×W×3 uint8, C-contiguous
+    format: str
+    mode: str  # the file's own mode, before conversion
+    n_frames: int
+    orientation: int  # EXIF orientation applied (1 = none)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Best-effort name of the format from magic bytes (``RIFF....WEBP`` included), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for offset, magic, name in _MAGIC:
+        if data[offset:offset + len(magic)] == magic:
+            return name
+    return None
+
+
+def _webp_truncated(data: bytes) -> bool:
+    if len(data) < 12 or data[:4] != b"RIFF":
+        return False
+    return int.from_bytes(data[4:8], "little") + 8 > len(data)
+
+
+def _failure(exc: BaseException, data: bytes) -> DecodeFailure:
+    """Classify an exception raised while opening or decoding ``data``."""
+    msg = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return DecodeFailure("limit.pixels", str(exc))
+    if isinstance(exc, MemoryError):
+        return DecodeFailure("limit.memory", "out of memory while decoding")
+    if isinstance(exc, ValueError) and "too large" in str(exc):
+        return DecodeFailure("limit.text_chunk", msg)  # PNG text-chunk bomb guard
+    if isinstance(exc, OSError) and ("truncated" in str(exc) or _webp_truncated(data)):
+        return DecodeFailure("decode.truncated", msg)
+    return DecodeFailure("decode.corrupt", msg)
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im)
+    if mode in _SIXTEEN_BIT:
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DecodeFailure("decode.unsupported_mode", "32-bit integer image with values outside 0..65535")
+        gray = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode in _VIA_PILLOW:
+        return np.asarray(im.convert("RGB"))
+    raise DecodeFailure("decode.unsupported_mode", f"image mode {mode!r} is not supported")
+
+
+def decode_rgb(data: bytes, limits: Limits) -> DecodedImage:
+    """Decode ``data`` (the whole file) to RGB uint8 in display orientation, or raise DecodeFailure."""
+    if not data:
+        raise DecodeFailure("decode.empty", "zero-byte file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data), formats=list(limits.formats))
+        except UnidentifiedImageError:
+            sniffed = sniff_format(data)
+            if sniffed is not None and sniffed not in limits.formats:
+                raise DecodeFailure("decode.format_not_allowed", f"{sniffed} is not in the allowed formats "
+                                    f"({', '.join(limits.formats)})", status="skipped") from None
+            if sniffed is not None:
+                raise DecodeFailure("decode.corrupt", f"{sniffed} header could not be parsed") from None
+            raise DecodeFailure("decode.unidentified", "not a recognised image format") from None
+        except Exception as exc:  # noqa: BLE001 - hostile input: any parser error is this file's problem
+            raise _failure(exc, data) from None
+
+        with im:
+            fmt = im.format or "unknown"
+            mode = im.mode
+            width, height = im.size
+            if width * height > limits.max_pixels:
+                raise DecodeFailure("limit.pixels", f"{width}x{height} = {width * height} pixels is over the "
+                                    f"limit of {limits.max_pixels}")
+            n_frames = int(getattr(im, "n_frames", 1) or 1)
+            orientation = 1
+            try:
+                value = im.getexif().get(_ORIENTATION_TAG)
+                if isinstance(value, int) and value in _TRANSPOSE:
+                    orientation = value
+            except Exception:  # noqa: BLE001 - invalid EXIF: scan the raw pixels
+                orientation = 1
+            try:
+                im.load()
+                if orientation != 1:
+                    im = im.transpose(_TRANSPOSE[orientation])
+                rgb = _to_rgb(im)
+            except DecodeFailure:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise _failure(exc, data) from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
+        raise DecodeFailure("decode.corrupt", f"decoded to an unexpected shape {rgb.shape}")
+    return DecodedImage(np.ascontiguousarray(rgb), fmt, mode, n_frames, orientation)

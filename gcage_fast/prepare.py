@@ -1,0 +1,146 @@
+"""Per-file CPU work before the engine: read, hash, decode, pad, patch selection. Runs in decode workers.
+
+:func:`prepare` never raises for a problem of the file: it returns a :class:`Prepared` whose ``status`` says what
+happened. NumPy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from gcage_fast.config import Limits
+from gcage_fast.decode import DecodeFailure, decode_rgb
+from gcage_fast.patches import PATCH, pad_to_patch, select
+
+__all__ = ["PrepareTask", "Prepared", "prepare", "read_file"]
+
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class PrepareTask:
+    """What a worker needs for one input (picklable)."""
+
+    index: int
+    path_bytes: bytes
+    top_k: int
+    small_images: str = "pad"
+    limits: Limits = Limits()
+    preview_max: int = 0  # longest side of the preview kept for heatmap overlays; 0 = none
+
+
+@dataclass
+class Prepared:
+    """The outcome of :func:`prepare` for one input. ``patches`` is set only when ``status == "ok"``."""
+
+    index: int
+    status: str = "ok"
+    error_code: str | None = None
+    error_detail: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None
+    n_frames: int | None = None
+    frames_scanned: int | None = None
+    padded: bool | None = None
+    n_patches_total: int | None = None
+    patches: np.ndarray | None = None  # (k, P, P, 3) uint8
+    boxes: np.ndarray | None = None  # (k, 2) int32 (x, y) in the (padded) display image
+    contrast: np.ndarray | None = None  # (k,) float64
+    preview: np.ndarray | None = None  # (h, w, 3) uint8, the display image scaled by preview_scale
+    preview_scale: float = 1.0
+
+    def fail(self, code: str, detail: str, status: str = "error") -> Prepared:
+        self.status, self.error_code, self.error_detail = status, code, detail[:512]
+        self.patches = self.boxes = self.contrast = self.preview = None
+        return self
+
+
+_FS_ERRNO = {
+    errno.ENOENT: "fs.vanished",
+    errno.EACCES: "fs.permission",
+    errno.EPERM: "fs.permission",
+    errno.ELOOP: "fs.symlink_loop",
+    errno.ENAMETOOLONG: "fs.name_too_long",
+    errno.ENOTDIR: "fs.vanished",
+}
+
+
+def read_file(path: bytes, max_bytes: int) -> bytes:
+    """Read a regular file completely, refusing anything else and anything over ``max_bytes``.
+
+    Opened non-blocking so a FIFO that replaced a planned file can never hang the worker.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DecodeFailure(_FS_ERRNO.get(exc.errno or 0, "fs.io_error"), exc.strerror or str(exc)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeFailure("fs.not_regular", "not a regular file", status="skipped")
+        if st.st_size > max_bytes:
+            raise DecodeFailure("limit.bytes", f"{st.st_size} bytes is over the limit of {max_bytes}")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, _READ_CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:
+                raise DecodeFailure("limit.bytes", f"file grew past the limit of {max_bytes} bytes while read")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise DecodeFailure(_FS_ERRNO.get(exc.errno or 0, "fs.io_error"), exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+
+
+def _preview(rgb: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
+    h, w = rgb.shape[:2]
+    scale = min(1.0, longest / max(h, w))
+    if scale >= 1.0:
+        return rgb, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)), scale
+
+
+def prepare(task: PrepareTask) -> Prepared:
+    """Read, decode and select patches for one input."""
+    out = Prepared(index=task.index)
+    try:
+        data = read_file(task.path_bytes, task.limits.max_bytes)
+    except DecodeFailure as f:
+        return out.fail(f.code, f.detail, f.status)
+    out.size_bytes = len(data)
+    out.sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        img = decode_rgb(data, task.limits)
+    except DecodeFailure as f:
+        return out.fail(f.code, f.detail, f.status)
+    del data
+    out.format, out.mode, out.n_frames = img.format, img.mode, img.n_frames
+    out.height, out.width = img.rgb.shape[:2]
+    if task.preview_max:
+        out.preview, out.preview_scale = _preview(img.rgb, task.preview_max)
+    if min(out.height, out.width) < PATCH and task.small_images == "skip":
+        return out.fail("limit.too_small", f"{out.width}x{out.height} is smaller than one {PATCH}x{PATCH} patch "
+                        "(--small-images skip)", status="skipped")
+    rgb, out.padded = pad_to_patch(img.rgb)
+    sel = select(rgb, task.top_k)
+    out.n_patches_total = sel.n_total
+    out.boxes, out.contrast = sel.boxes, sel.contrast
+    out.patches = np.stack([rgb[y:y + PATCH, x:x + PATCH] for x, y in sel.boxes])
+    out.frames_scanned = 1
+    return out
