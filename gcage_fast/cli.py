@@ -1,0 +1,361 @@
+"""The ``gcage-fast`` command: a thin click layer over the library. Library errors become ``Error: ...``, exit 1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import click
+
+from gcage_fast import __version__
+from gcage_fast.config import CAM_METHODS as METHODS
+from gcage_fast.errors import GcageError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+class _Group(click.Group):
+    """Maps GcageError to a one-line ``Error: ...`` (exit 1) and Ctrl-C to exit 130."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GcageError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted; run the same command with --resume to continue.", err=True)
+            sys.exit(130)
+
+
+def _setup_logging(quiet: bool) -> None:
+    log = logging.getLogger("gcage_fast")
+    log.handlers[:] = [h for h in log.handlers if isinstance(h, logging.NullHandler)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("gcage-fast: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="gcage-fast")
+def cli() -> None:
+    """Fast, explainable batch scanner for AI-generated images.
+
+    G-CAGE: a SuSy base detector scores the most detailed 224x224 patches of each image, its Grad-CAM heatmap
+    is stacked onto each patch as a 4th channel, and a light CNN decides. Results are Parquet, one row per input.
+
+    \b
+    Example:
+      gcage-fast scan photos/ -o results/
+      gcage-fast verify results/
+      duckdb -c "select path, p_fake from 'results/parts/*.parquet' order by p_fake desc limit 20"
+    """
+
+
+# --------------------------------------------------------------------------------------------------- scan
+class _Progress:
+    """A one-line progress display on a terminal (stderr), refreshed at most 5 times a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.2 and p.done < p.todo):
+            return
+        self.last = now
+        rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
+        eta = (p.todo - p.done) / rate if rate > 0 else 0.0
+        line = (f"\r{p.done}/{p.todo} images  {rate:.1f} img/s  {p.patches / max(p.elapsed, 1e-9):.1f} patches/s  "
+                f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s  errors {p.errors}")
+        click.echo(line.ljust(90), nl=False, err=True)
+
+    def close(self) -> None:
+        if self.enabled and self.last:
+            click.echo("", err=True)
+
+
+def _summary_text(s: Any) -> str:
+    lines = [
+        f"Scanned {s.n_inputs} inputs into {s.output}" + (" (resumed)" if s.resumed else ""),
+        "  status:   " + (", ".join(f"{k} {v}" for k, v in sorted(s.status.items())) or "none"),
+        "  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items())) or "none"),
+    ]
+    if s.error_codes:
+        lines.append("  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(s.error_codes.items())))
+    lines.append(f"  this run: {s.processed} images, {s.patches} patches in {s.scan_s:.1f} s "
+                 f"({s.images_per_s:.1f} img/s, {s.patches_per_s:.1f} patches/s; {s.wall_s:.1f} s in all); "
+                 f"shards written {s.shards_written}, already done {s.shards_skipped}")
+    lines.append(f"  model {s.model_id}, backend {s.backend}, CAM {s.cam_method}")
+    return "\n".join(lines)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Output directory (a Parquet dataset).")
+@click.option("--from-list", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="File with one path per line ('-' reads standard input).")
+@click.option("--model", "model", help="Model name (see `gcage-fast models`) or model directory.  "
+              "[default: the bundled model]")
+@click.option("--backend", type=click.Choice(["auto", "ort", "torch"]), default="auto", show_default=True,
+              help="auto = ONNX Runtime when installed, else eager torch.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), help="Patches per image, by contrast.  [default: model's, 5]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Patches per engine call.")
+@click.option("--workers", type=click.IntRange(min=0), help="Decode processes (0 = in the main process).  "
+              "[default: cores - 1]")
+@click.option("--threads", type=click.IntRange(min=1), help="Engine threads.  [default: one per core]")
+@click.option("--cam", type=click.Choice(METHODS), help="CAM method.  [default: model's, gradcam]")
+@click.option("--cam-target", help="What the CAM explains: fake, pred, class:NAME, logit:NAME, logit:pred.  "
+              "[default: model's, fake]")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Verdict threshold.  [default: model's]")
+@click.option("--heatmaps", type=click.Choice(["none", "png"]), default="none", show_default=True,
+              help="png: write OUT/heatmaps/xx/<input_id>.png overlays.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Inputs per Parquet part (the unit of commit and resume).")
+@click.option("--resume", "mode", flag_value="resume", help="Continue an interrupted scan of OUTPUT.")
+@click.option("--overwrite", "mode", flag_value="overwrite", help="Replace an earlier scan in OUTPUT.")
+@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links inside directories.")
+@click.option("--small-images", type=click.Choice(["pad", "skip"]), default="pad", show_default=True,
+              help="Images with a side < 224: edge-pad (padded = true) or skip.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=64_000_000, show_default=True)
+@click.option("--max-bytes", type=click.IntRange(min=1), default=256 * 1024 * 1024, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress, no summary (errors still go to stderr).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def scan(inputs: tuple[str, ...], output: str, from_list: str | None, model: str | None, backend: str, device: str,
+         top_k: int | None, batch_size: int, workers: int | None, threads: int | None, cam: str | None,
+         cam_target: str | None, threshold: float | None, heatmaps: str, shard_size: int, mode: str | None,
+         follow_symlinks: bool, small_images: str, max_pixels: int, max_bytes: int, quiet: bool,
+         as_json: bool) -> None:
+    """Scan images (files, directories, path lists) and write one Parquet row per input.
+
+    Directories are walked recursively in byte order of their paths; formats are detected from content.
+    A file that cannot be scanned gets a row with status error or skipped (never a crash, never lost).
+    Exit status 0 means the run completed, whatever the verdicts and error rows.
+
+    \b
+    Example:
+      gcage-fast scan photos/ uploads/batch1 -o results/
+      find /data -name '*.jpg' | gcage-fast scan --from-list - -o results/ --heatmaps png
+      gcage-fast scan photos/ -o results/ --resume        # after an interruption
+    """
+    from gcage_fast.config import Limits, ScanConfig
+    from gcage_fast.pipeline import scan as run_scan
+
+    _setup_logging(quiet)
+    config = ScanConfig(
+        inputs=inputs, output=output, from_list=from_list, model=model, backend=backend, device=device,
+        top_k=top_k, batch_size=batch_size, workers=workers, threads=threads, cam=cam, cam_target=cam_target,
+        threshold=threshold, heatmaps=heatmaps, shard_size=shard_size, mode=mode or "new",
+        follow_symlinks=follow_symlinks, small_images=small_images,
+        limits=Limits(max_bytes=max_bytes, max_pixels=max_pixels),
+    )
+    progress = _Progress(not quiet)
+    try:
+        summary = run_scan(config, progress)
+    finally:
+        progress.close()
+    if as_json:
+        _emit_json(summary.to_dict())
+    elif not quiet:
+        click.echo(_summary_text(summary))
+
+
+# --------------------------------------------------------------------------------------------------- verify
+@cli.command(context_settings=CONTEXT)
+@click.argument("output", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(output: str, as_json: bool) -> None:
+    """Check a scan's output: one row per planned input, every part readable and matching its commit marker.
+
+    Exits 0 when the output is complete and consistent, 1 otherwise.
+
+    \b
+    Example:
+      gcage-fast verify results/
+    """
+    from gcage_fast.verify import verify_output
+
+    report = verify_output(output)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        status = ", ".join(f"{k} {v}" for k, v in sorted(report.status.items())) or "none"
+        click.echo(f"{'OK' if report.ok else 'FAILED'}: {output}: {report.n_rows}/{report.n_planned} rows, "
+                   f"{report.n_committed}/{report.n_shards} shards committed; status: {status}")
+        for p in report.problems:
+            click.echo(f"  - {p}")
+    if not report.ok:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------------- export
+@cli.command(context_settings=CONTEXT)
+@click.option("--model", "model", help="Model name or directory.  [default: the bundled model]")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Directory for base.onnx, head.onnx, parity.json and export.json.")
+@click.option("--cam", type=click.Choice(METHODS), help="CAM method in the base graph.  [default: model's]")
+@click.option("--cam-target", help="fake, pred, class:NAME, logit:NAME or logit:pred.  [default: model's]")
+@click.option("--cam-layer", type=click.Choice(["layer4", "F"]), help="CAM layer.  [default: model's, layer4]")
+@click.option("--with-activations", is_flag=True, help="Also output the activations and CAM weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
+def export(model: str | None, output: str, cam: str | None, cam_target: str | None, cam_layer: str | None,
+           with_activations: bool, as_json: bool) -> None:
+    """Export a model to ONNX (CAM inside the base graph, dynamic batch) and check ORT against torch.
+
+    Fails (exit 1) when any output differs from torch by more than 1e-4.
+
+    \b
+    Example:
+      gcage-fast export --model susy -o onnx/ --cam gradcam++ --with-activations
+    """
+    from gcage_fast.export.to_onnx import ExportOptions, export_model
+    from gcage_fast.models.registry import load_model
+
+    _setup_logging(False)
+    loaded = load_model(model)
+    options = ExportOptions.for_model(loaded, cam, cam_target, cam_layer, with_activations)
+    report = export_model(loaded, output, options)
+    if as_json:
+        _emit_json(report.parity)
+        return
+    click.echo(f"Exported {loaded.spec.model_id} to {output} in {report.seconds:.1f} s "
+               f"(CAM {options.cam_method}, target {options.cam_target}, layer {options.cam_layer})")
+    for graph, outputs in report.parity["graphs"].items():
+        for name, entry in outputs.items():
+            click.echo(f"  {graph:10s} {name:12s} max abs diff ORT vs torch {entry['max_abs_diff']:.2e} "
+                       f"(batches {entry['batches']})")
+
+
+# --------------------------------------------------------------------------------------------------- models
+@cli.command("import-susy", context_settings=CONTEXT)
+@click.argument("susy_pt", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Model directory to write (safetensors + model.json).")
+@click.option("--trust-torchscript", is_flag=True, help="Required: TorchScript archives contain code.")
+@click.option("--name", default="susy", show_default=True, help="Model name in the spec.")
+@click.option("--classes", help="Comma-separated class names, authentic first (default: SuSy's six).")
+def import_susy_cmd(susy_pt: str, output: str, trust_torchscript: bool, name: str, classes: str | None) -> None:
+    """Import official SuSy weights (TorchScript SuSy.pt) as a safetensors model directory.
+
+    The state_dict is loaded strictly into gcage_fast's SuSy module and both must give the same probabilities
+    (max abs diff <= 1e-5) before anything is written. The result is a base-only model (no G-CAGE head).
+
+    \b
+    Example:
+      gcage-fast import-susy SuSy.pt -o models/susy --trust-torchscript
+      gcage-fast scan photos/ -o results/ --model models/susy
+    """
+    from gcage_fast.models.importers import import_susy
+
+    names = tuple(c.strip() for c in classes.split(",")) if classes else None
+    report = import_susy(susy_pt, output, trust_torchscript=trust_torchscript, name=name, class_names=names)
+    click.echo(f"Imported {susy_pt} ({report.n_keys} state_dict keys, max abs diff {report.max_abs_diff:.1e}) "
+               f"into {output} as {report.spec.model_id}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def models(as_json: bool) -> None:
+    """List the models available by name (bundled, then the directories of GCAGE_MODEL_PATH).
+
+    \b
+    Example:
+      gcage-fast models
+      GCAGE_MODEL_PATH=~/models gcage-fast models --json
+    """
+    from gcage_fast.models.registry import DEFAULT_MODEL, list_models
+
+    entries = list_models()
+    if as_json:
+        _emit_json([{"name": e.name, "model_id": e.spec.model_id, "path": str(e.path), "source": e.source,
+                     "classes": list(e.spec.class_names), "head": e.spec.head is not None,
+                     "threshold": e.spec.threshold, "default": e.name == DEFAULT_MODEL,
+                     "description": e.spec.description} for e in entries])
+        return
+    if not entries:
+        click.echo("No models installed by name. Pass --model DIR, or create one with `gcage-fast init-model`.")
+        return
+    for e in entries:
+        mark = " (default)" if e.name == DEFAULT_MODEL else ""
+        head = "G-CAGE head" if e.spec.head is not None else "base only"
+        click.echo(f"{e.name}{mark}: {e.spec.model_id}, {len(e.spec.class_names)} classes, {head}, "
+                   f"threshold {e.spec.threshold:g} [{e.source}] {e.path}")
+        if e.spec.description:
+            click.echo(f"    {e.spec.description}")
+
+
+@cli.command("init-model", context_settings=CONTEXT)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--width", type=click.IntRange(min=4), default=64, show_default=True,
+              help="ResNet base width (64 = the published SuSy; smaller = faster test models).")
+@click.option("--classes", default="authentic,synthetic", show_default=True,
+              help="Comma-separated class names, authentic first.")
+@click.option("--no-head", is_flag=True, help="Base detector only.")
+def init_model_cmd(output: str, seed: int, width: int, classes: str, no_head: bool) -> None:
+    """Write an UNTRAINED model directory with random weights (for trying the pipeline and for tests).
+
+    Its verdicts mean nothing. Train a model (or import SuSy weights) for real use.
+
+    \b
+    Example:
+      gcage-fast init-model -o /tmp/random-model --width 16
+      gcage-fast scan photos/ -o /tmp/out --model /tmp/random-model
+    """
+    from gcage_fast.models.registry import init_model
+
+    if width % 4:
+        raise click.BadParameter("must be a multiple of 4", param_hint="--width")
+    spec = init_model(output, seed=seed, width=width, class_names=tuple(c.strip() for c in classes.split(",")),
+                      with_head=not no_head)
+    click.echo(f"Wrote untrained model {spec.model_id} to {output}")
+
+
+# --------------------------------------------------------------------------------------------------- info
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def info(as_json: bool) -> None:
+    """Show versions, available backends and ONNX Runtime providers, CPU features and GPU.
+
+    \b
+    Example:
+      gcage-fast info --json
+    """
+    from gcage_fast.info import system_info
+
+    data = system_info()
+    if as_json:
+        _emit_json(data)
+        return
+    click.echo(f"gcage-fast {data['gcage_fast']} on Python {data['python']} ({data['platform']})")
+    cpu = data["cpu"]
+    click.echo(f"CPU: {cpu['model']}, {cpu['cores']} cores, features: {', '.join(cpu['features']) or 'none'}")
+    gpu = data["gpu"]
+    click.echo("GPU: " + (f"{gpu['name']} (compute {gpu['capability']}, {gpu['memory_gib']} GiB, CUDA {gpu['cuda']})"
+                          if gpu else "none visible to torch"))
+    click.echo(f"Backends: {', '.join(data['backends'])}; ONNX Runtime providers: "
+               f"{', '.join(data['onnxruntime_providers']) or 'onnxruntime not installed'}")
+    click.echo("Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items() if v))
+    missing = [k for k, v in data["versions"].items() if not v]
+    if missing:
+        click.echo("Not installed: " + ", ".join(missing))
+    click.echo(f"Export cache: {data['cache_dir']}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,273 @@
+"""The output directory of a scan: layout, lock, run.json, the frozen plan and the commit markers.
+
+Layout (DESIGN.md §5)::
+
+    OUT/run.json                    config, versions, model, backend, plan summary
+    OUT/plan/plan.json              plan summary: inputs, shard size, sha256 of every plan shard
+    OUT/plan/shard-NNNNN.parquet    the sorted inputs of each shard
+    OUT/parts/shard-NNNNN.parquet   results, published by rename
+    OUT/commits/shard-NNNNN.json    commit markers, written last
+    OUT/heatmaps/xx/<input_id>.png  optional overlays
+    OUT/.lock                       held (flock) while a scan writes
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gcage_fast.errors import OutputError
+from gcage_fast.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
+from gcage_fast.hashing import sha256_file
+from gcage_fast.schema import PLAN_SCHEMA, SCHEMA_VERSION
+from gcage_fast.sources import InputRef
+
+__all__ = ["OutputDir", "PlanEntry", "shard_name"]
+
+_OURS = ("run.json", "plan", "parts", "commits", "heatmaps")
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One row of the frozen plan."""
+
+    index: int
+    input_id: str
+    path: str
+    path_bytes: bytes
+    member_bytes: bytes | None
+    preset: tuple[str, str, str] | None
+
+
+class OutputDir:
+    """Owns one output directory for the duration of a scan (or a read-only check)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # ---- paths
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def plan_dir(self) -> Path:
+        return self.path / "plan"
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.path / "parts"
+
+    @property
+    def commits_dir(self) -> Path:
+        return self.path / "commits"
+
+    @property
+    def heatmaps_dir(self) -> Path:
+        return self.path / "heatmaps"
+
+    def part_path(self, shard: int) -> Path:
+        return self.parts_dir / f"{shard_name(shard)}.parquet"
+
+    def commit_path(self, shard: int) -> Path:
+        return self.commits_dir / f"{shard_name(shard)}.json"
+
+    def heatmap_path(self, input_id: str) -> Path:
+        return self.heatmaps_dir / input_id[:2] / f"{input_id}.png"
+
+    # ---- lifecycle
+    def precheck(self, mode: str) -> None:
+        """Cheap checks before any slow work (export, enumeration): raise OutputError for an output directory that
+        cannot be created or written, or that a new scan may not use. Changes nothing on disk."""
+        p = self.path
+        if p.exists():
+            if not p.is_dir():
+                raise OutputError(f"output {p} exists and is not a directory")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise OutputError(f"cannot write to output directory {p}: Permission denied")
+            if mode == "new" and any(child.name != ".lock" for child in p.iterdir()):
+                raise OutputError(f"output directory {p} is not empty; use --resume to continue that scan or "
+                                  "--overwrite to replace it")
+            return
+        ancestor = p.absolute().parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise OutputError(f"cannot create output directory {p}: Not a directory")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot create output directory {p}: Permission denied")
+
+    def open_for_scan(self, mode: str) -> bool:
+        """Create/lock the directory for writing. Returns True when an existing run is resumed."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output directory {self.path}: {exc.strerror}") from None
+        if not self.path.is_dir():
+            raise OutputError(f"output {self.path} exists and is not a directory")
+        self._lock()
+        existing = [p.name for p in self.path.iterdir() if p.name != ".lock"]
+        ours = self.run_json.is_file()
+        if mode == "resume":
+            if ours:
+                return True
+            if existing:
+                raise OutputError(f"cannot resume: {self.path} holds files but no run.json (not a gcage_fast output)")
+            return False
+        if mode == "overwrite":
+            if existing and not ours and not self.plan_dir.is_dir():
+                raise OutputError(f"refusing to overwrite {self.path}: it is not a gcage_fast output directory")
+            for name in _OURS:
+                target = self.path / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+            return False
+        if existing:
+            raise OutputError(f"output directory {self.path} is not empty; use --resume to continue that scan or "
+                              "--overwrite to replace it")
+        return False
+
+    def _lock(self) -> None:
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot write to output directory {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputError(f"another scan is writing to {self.path} (lock held)") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> OutputDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def make_dirs(self) -> None:
+        for d in (self.plan_dir, self.parts_dir, self.commits_dir):
+            d.mkdir(exist_ok=True)
+
+    # ---- run.json
+    def read_run(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.run_json.read_text())
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"cannot read {self.run_json}: {exc}") from None
+
+    def write_run(self, info: dict[str, Any]) -> None:
+        atomic_write_json(self.run_json, info)
+
+    # ---- plan
+    def write_plan(self, refs: list[InputRef], shard_size: int, tag: str) -> dict[str, Any]:
+        """Freeze the plan: one Parquet file per shard, then plan.json (written last)."""
+        self.plan_dir.mkdir(exist_ok=True)
+        shards = []
+        for shard, start in enumerate(range(0, max(len(refs), 1), shard_size)):
+            chunk = refs[start:start + shard_size]
+            if not chunk:
+                break
+            table = pa.table({
+                "index": list(range(start, start + len(chunk))),
+                "input_id": [r.input_id for r in chunk],
+                "path": [r.path for r in chunk],
+                "path_bytes": [r.path_bytes for r in chunk],
+                "member_bytes": [r.member for r in chunk],
+                "preset_status": [r.preset[0] if r.preset else None for r in chunk],
+                "preset_code": [r.preset[1] if r.preset else None for r in chunk],
+                "preset_detail": [r.preset[2] if r.preset else None for r in chunk],
+            }, schema=PLAN_SCHEMA)
+            path = self.plan_dir / f"{shard_name(shard)}.parquet"
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="zstd")
+            atomic_write_bytes(path, sink.getvalue().to_pybytes(), tag=tag)
+            shards.append({"shard": shard, "rows": len(chunk), "sha256": sha256_file(path)})
+        info = {"schema_version": SCHEMA_VERSION, "n_inputs": len(refs), "shard_size": shard_size,
+                "n_shards": len(shards), "shards": shards}
+        atomic_write_json(self.plan_dir / "plan.json", info, tag=tag)
+        return info
+
+    def read_plan_info(self) -> dict[str, Any]:
+        path = self.plan_dir / "plan.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"cannot read the plan {path}: {exc}") from None
+
+    def read_plan_shard(self, shard: int, expected_sha256: str | None = None) -> list[PlanEntry]:
+        path = self.plan_dir / f"{shard_name(shard)}.parquet"
+        if expected_sha256 is not None and (not path.is_file() or sha256_file(path) != expected_sha256):
+            raise OutputError(f"plan file {path} is missing or does not match plan.json")
+        t = pq.read_table(path).to_pydict()
+        return [
+            PlanEntry(t["index"][i], t["input_id"][i], t["path"][i], t["path_bytes"][i], t["member_bytes"][i],
+                      None if t["preset_status"][i] is None
+                      else (t["preset_status"][i], t["preset_code"][i], t["preset_detail"][i] or ""))
+            for i in range(len(t["index"]))
+        ]
+
+    # ---- commits
+    def read_commit(self, shard: int) -> dict[str, Any] | None:
+        path = self.commit_path(shard)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None
+
+    def committed_shards(self, n_shards: int) -> dict[int, dict[str, Any]]:
+        """Shards whose marker exists and whose part matches the marker's sha256."""
+        done = {}
+        for shard in range(n_shards):
+            marker = self.read_commit(shard)
+            if marker is None:
+                continue
+            part = self.part_path(shard)
+            if part.is_file() and sha256_file(part) == marker.get("sha256"):
+                done[shard] = marker
+        return done
+
+    def remove_uncommitted(self, committed: set[int]) -> int:
+        """Delete temp files and parts/markers of shards that are not committed. Returns the number removed."""
+        removed = 0
+        heat_dirs = [d for d in self.heatmaps_dir.iterdir() if d.is_dir()] if self.heatmaps_dir.is_dir() else []
+        for d in (self.parts_dir, self.commits_dir, self.plan_dir, *heat_dirs):
+            if not d.is_dir():
+                continue
+            for p in d.iterdir():
+                if ".tmp-" in p.name:
+                    p.unlink(missing_ok=True)
+                    removed += 1
+        for d, suffix in ((self.parts_dir, ".parquet"), (self.commits_dir, ".json")):
+            if not d.is_dir():
+                continue
+            for p in d.iterdir():
+                stem = p.name[: -len(suffix)] if p.name.endswith(suffix) else None
+                if stem and stem.startswith("shard-") and stem[6:].isdigit() and int(stem[6:]) not in committed:
+                    p.unlink(missing_ok=True)
+                    removed += 1
+        if removed:
+            fsync_dir(self.path)
+        return removed

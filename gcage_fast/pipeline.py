@@ -1,0 +1,367 @@
+"""``scan``: the only module that knows every stage.
+
+    sources -> plan -> decode workers (read, decode, patch selection) -> base engine -> fused step -> head engine
+            -> aggregate -> Parquet shard (atomic commit) [+ heatmap PNGs]
+
+Decoding runs in spawned worker processes with a bounded window of tasks in flight; results come back in plan
+order. Patches of several images are batched for the engines, but a batch never spans two shards, so a resumed
+scan scores every shard with exactly the batches of an uninterrupted one (bit-identical scores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from gcage_fast import __version__, env
+from gcage_fast.config import ScanConfig, default_workers
+from gcage_fast.detector import Detector, ImageScore
+from gcage_fast.errors import ConfigError
+from gcage_fast.log import logger
+from gcage_fast.outdir import OutputDir, PlanEntry
+from gcage_fast.prepare import Prepared, PrepareTask, prepare
+from gcage_fast.sinks.heatmaps import PREVIEW_MAX, render_overlay, write_png_atomic
+from gcage_fast.sinks.parquet import commit_shard
+from gcage_fast.sources import display_path, enumerate_inputs
+from gcage_fast.workers import WorkerPool, ordered_map
+
+__all__ = ["scan", "ScanProgress", "ScanSummary"]
+
+
+@dataclass
+class ScanProgress:
+    """Progress of the current attempt (``done`` counts inputs processed now, out of ``todo``)."""
+
+    done: int
+    todo: int
+    total: int
+    errors: int
+    patches: int
+    elapsed: float
+
+
+@dataclass
+class ScanSummary:
+    """What a scan produced. Counts cover the whole output (committed earlier or now); rates cover this attempt."""
+
+    output: str
+    run_id: str
+    resumed: bool
+    n_inputs: int
+    status: dict[str, int]
+    error_codes: dict[str, int]
+    verdicts: dict[str, int]
+    processed: int
+    patches: int
+    wall_s: float  # the whole command, model loading and first-use export included
+    scan_s: float  # decoding and scoring only (the basis of the rates)
+    shards_total: int
+    shards_written: int
+    shards_skipped: int
+    model_id: str
+    backend: str
+    cam_method: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.scan_s if self.scan_s > 0 else 0.0
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.patches / self.scan_s if self.scan_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["images_per_s"] = round(self.images_per_s, 3)
+        d["patches_per_s"] = round(self.patches_per_s, 3)
+        return d
+
+
+class _Fault:
+    """The GCAGE_FAULT_AT test hook: SIGKILL ourselves at a chosen point (see gcage_fast.env)."""
+
+    def __init__(self) -> None:
+        self.point = env.fault_point()
+
+    def __call__(self, phase: str, n: int) -> None:
+        if self.point is not None and self.point == (phase, n):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _versions() -> dict[str, str]:
+    import PIL
+    import pyarrow
+    import torch
+
+    v = {"gcage_fast": __version__, "torch": torch.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
+         "pyarrow": pyarrow.__version__}
+    try:
+        import onnxruntime
+
+        v["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def _fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    """Everything that changes rows; a resume must match it exactly."""
+    return {
+        "inputs": list(config.inputs),
+        "from_list": config.from_list,
+        "follow_symlinks": config.follow_symlinks,
+        "shard_size": config.shard_size,
+        "small_images": config.small_images,
+        "limits": asdict(config.limits) | {"formats": list(config.limits.formats)},
+        **resolved,
+    }
+
+
+def _check_resume(previous: dict[str, Any], current: dict[str, Any]) -> None:
+    diffs = [k for k in sorted(set(previous) | set(current)) if previous.get(k) != current.get(k)]
+    if diffs:
+        detail = "; ".join(f"{k}: was {previous.get(k)!r}, now {current.get(k)!r}" for k in diffs[:4])
+        raise ConfigError(f"cannot resume with different settings ({detail}); use the original options, "
+                          "or --overwrite to start again")
+
+
+def _row(entry: PlanEntry, prep: Prepared, score: ImageScore | None, ctx: dict[str, Any]) -> dict[str, Any]:
+    member = entry.member_bytes
+    row: dict[str, Any] = {
+        "input_id": entry.input_id,
+        "path": entry.path,
+        "path_bytes": entry.path_bytes,
+        "member": None if member is None else display_path(member),
+        "member_bytes": member,
+        "size_bytes": prep.size_bytes,
+        "sha256": prep.sha256,
+        "format": prep.format,
+        "width": prep.width,
+        "height": prep.height,
+        "mode": prep.mode,
+        "n_frames": prep.n_frames,
+        "frames_scanned": prep.frames_scanned if prep.status == "ok" else 0 if prep.n_frames else None,
+        "status": prep.status,
+        "error_code": prep.error_code,
+        "error_detail": prep.error_detail,
+        "n_patches_total": prep.n_patches_total,
+        "n_patches_scanned": None,
+        "padded": prep.padded,
+        **{k: ctx[k] for k in ("model_id", "model_sha256", "backend", "cam_method", "cam_target", "run_id", "shard")},
+        "scanned_at": datetime.now(timezone.utc),
+    }
+    if score is not None:
+        row.update({
+            "n_patches_scanned": len(score.patch_p_fake),
+            "p_fake": score.p_fake,
+            "verdict": score.verdict,
+            "threshold": ctx["threshold"],
+            "base_p_fake": score.base_p_fake,
+            "base_probs": score.base_probs.tolist(),
+            "attribution": score.attribution,
+            "patches": [
+                {"x": int(x), "y": int(y), "contrast": float(c), "p_fake": float(p), "probs": pr.tolist(),
+                 "cam": cam.tolist()}
+                for (x, y), c, p, pr, cam in zip(prep.boxes, prep.contrast, score.patch_p_fake, score.patch_probs,
+                                                score.patch_cams)
+            ],
+        })
+    return row
+
+
+def _totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter]:
+    status, codes, verdicts = Counter(), Counter(), Counter()
+    for shard in range(n_shards):
+        part = out.part_path(shard)
+        if not part.is_file():
+            continue
+        t = pq.read_table(part, columns=["status", "error_code", "verdict"]).to_pydict()
+        status.update(t["status"])
+        codes.update(c for c in t["error_code"] if c)
+        verdicts.update(v for v in t["verdict"] if v)
+    return status, codes, verdicts
+
+
+def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = None) -> ScanSummary:
+    """Run (or resume) a scan; returns its summary.
+
+    Raises:
+        GcageError: for problems of the run (bad options, missing inputs or model, unwritable output). Problems of
+            single files never raise: they are rows.
+    """
+    from gcage_fast.engine.factory import create_runners, resolve_backend
+    from gcage_fast.export.to_onnx import ExportOptions
+    from gcage_fast.models.registry import load_model
+
+    t_start = time.perf_counter()
+    config.validate()
+    model = load_model(config.model)
+    spec = model.spec
+    options = ExportOptions.for_model(model, config.cam, config.cam_target)
+    backend = resolve_backend(config.backend, config.device)
+    resolved = {
+        "model_sha256": spec.sha256,
+        "top_k": config.top_k or spec.top_k,
+        "cam_method": options.cam_method,
+        "cam_target": options.cam_target,
+        "cam_layer": options.cam_layer,
+        "threshold": spec.threshold if config.threshold is None else config.threshold,
+        "backend": backend,
+        "device": config.device,
+    }
+    fingerprint = _fingerprint(config, resolved)
+
+    out = OutputDir(config.output)
+    out.precheck(config.mode)
+    will_resume = config.mode == "resume" and out.run_json.is_file()
+    refs = None if will_resume else enumerate_inputs(config.inputs, config.from_list, config.follow_symlinks)
+    if refs is not None and not refs:
+        logger.warning("no inputs found in %s", ", ".join(config.inputs) or config.from_list)
+    # Engines first (the export may take a while on first use): a failure here leaves no output behind.
+    pair = create_runners(model, options, backend, config.device, config.threads)
+    workers = default_workers() if config.workers is None else config.workers
+    with pair.base, (pair.head or contextlib.nullcontext()), out:
+        resumed = out.open_for_scan(config.mode)
+        if resumed:
+            previous = out.read_run()
+            _check_resume(previous.get("fingerprint", {}), fingerprint)
+            run_id = previous["run_id"]
+            attempts = int(previous.get("attempts", 0)) + 1
+            plan = out.read_plan_info()
+        else:
+            run_id, attempts = uuid.uuid4().hex, 1
+            assert refs is not None
+            plan = out.write_plan(refs, config.shard_size, tag=run_id[:12])
+        out.make_dirs()
+        committed = out.committed_shards(plan["n_shards"])
+        out.remove_uncommitted(set(committed))
+        pending = [s for s in plan["shards"] if s["shard"] not in committed]
+
+        backend_label = pair.base.info.label
+        info = {
+            "run_id": run_id,
+            "tool": "gcage_fast",
+            "schema_version": 1,
+            "versions": _versions(),
+            "model": {"id": spec.model_id, "sha256": spec.sha256, "path": str(model.path),
+                      "class_names": list(spec.class_names), "has_head": model.head is not None},
+            "engine": {"backend": backend_label, "base": asdict(pair.base.info),
+                       "head": asdict(pair.head.info) if pair.head else None},
+            "config": config.to_dict(),
+            "fingerprint": fingerprint,
+            "workers": workers,
+            "plan": {k: plan[k] for k in ("n_inputs", "shard_size", "n_shards")},
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "attempts": attempts,
+            "state": "running",
+        }
+        out.write_run(info)
+        if model.head is None:
+            logger.warning("model %s has no G-CAGE head: verdicts come from the base detector alone", spec.model_id)
+        ctx = {"model_id": spec.model_id, "model_sha256": spec.sha256, "backend": backend_label,
+               "cam_method": options.cam_method, "cam_target": options.cam_target, "run_id": run_id,
+               "threshold": resolved["threshold"]}
+        detector = Detector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size,
+                            keep_heat=config.heatmaps == "png")
+        t_scan = time.perf_counter()
+        with WorkerPool(workers) as pool:
+            stats = _run_shards(config, out, plan, pending, pool, detector, ctx, resolved["top_k"], workers,
+                                progress, t_scan)
+        scan_s = time.perf_counter() - t_scan
+
+        status, codes, verdicts = _totals(out, plan["n_shards"])
+        wall = time.perf_counter() - t_start
+        info.update(state="finished", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    counts={"status": dict(status), "error_codes": dict(codes), "verdicts": dict(verdicts)},
+                    last_attempt={"processed": stats["processed"], "patches": stats["patches"],
+                                  "wall_s": round(wall, 3), "scan_s": round(scan_s, 3)})
+        out.write_run(info)
+    return ScanSummary(
+        output=str(out.path), run_id=run_id, resumed=resumed, n_inputs=plan["n_inputs"], status=dict(status),
+        error_codes=dict(codes), verdicts=dict(verdicts), processed=stats["processed"], patches=stats["patches"],
+        wall_s=wall, scan_s=scan_s, shards_total=plan["n_shards"], shards_written=len(pending), shards_skipped=len(committed),
+        model_id=spec.model_id, backend=backend_label, cam_method=options.cam_method,
+    )
+
+
+def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pending: list[dict[str, Any]],
+                pool: WorkerPool, detector: Detector, ctx: dict[str, Any], top_k: int, workers: int,
+                progress: Callable[[ScanProgress], None] | None, t_start: float) -> dict[str, int]:
+    fault = _Fault()
+    todo = sum(s["rows"] for s in pending)
+    preview_max = PREVIEW_MAX if config.heatmaps == "png" else 0
+
+    def items() -> Iterator[tuple[object, PrepareTask | None, Prepared | None]]:
+        for s in pending:
+            for entry in out.read_plan_shard(s["shard"], s["sha256"]):
+                tag = (s["shard"], entry)
+                if entry.preset is not None:
+                    st, code, detail = entry.preset
+                    yield tag, None, Prepared(entry.index).fail(code, detail, st)
+                else:
+                    yield tag, PrepareTask(entry.index, entry.path_bytes, top_k, config.small_images,
+                                           config.limits, preview_max), None
+
+    def on_error(task: PrepareTask, exc: BaseException) -> Prepared:
+        return Prepared(task.index).fail("worker.error", f"{type(exc).__name__}: {exc}")
+
+    stats = {"processed": 0, "patches": 0, "errors": 0}
+    shard_rows: dict[int, list[tuple[PlanEntry, Prepared]]] = {}
+    expected = {s["shard"]: s["rows"] for s in pending}
+    batch: list[Prepared] = []
+    scores: dict[int, ImageScore] = {}
+
+    def flush() -> None:
+        for prep, score in zip(batch, detector.score(batch)):
+            scores[prep.index] = score
+        batch.clear()
+
+    window = max(2, 4 * workers)
+    for (shard, entry), prep in ordered_map(pool, prepare, items(), window, on_error):
+        rows = shard_rows.setdefault(shard, [])
+        rows.append((entry, prep))
+        if prep.status == "ok":
+            batch.append(prep)
+            stats["patches"] += len(prep.patches)
+            if sum(len(p.patches) for p in batch) >= config.batch_size:
+                flush()
+        elif prep.status == "error":
+            stats["errors"] += 1
+        stats["processed"] += 1
+        fault("image", stats["processed"])
+        if len(rows) == expected[shard]:
+            flush()  # batches never span shards
+            _finish_shard(out, shard, shard_rows.pop(shard), scores, ctx, config.heatmaps == "png", fault)
+        if progress is not None:
+            progress(ScanProgress(stats["processed"], todo, plan["n_inputs"], stats["errors"], stats["patches"],
+                                  time.perf_counter() - t_start))
+    return stats
+
+
+def _finish_shard(out: OutputDir, shard: int, items: list[tuple[PlanEntry, Prepared]], scores: dict[int, ImageScore],
+                  ctx: dict[str, Any], heatmaps: bool, fault: _Fault) -> None:
+    rows = []
+    n_heat = 0
+    shard_ctx = dict(ctx, shard=shard)
+    for entry, prep in items:
+        score = scores.pop(prep.index, None)
+        rows.append(_row(entry, prep, score, shard_ctx))
+        if heatmaps and score is not None and prep.preview is not None and score.heat is not None:
+            label = f"{score.verdict} p_fake={score.p_fake:.3f}"
+            img = render_overlay(prep.preview, prep.preview_scale, prep.boxes, score.heat, label=label)
+            write_png_atomic(img, out.heatmap_path(entry.input_id), tag=ctx["run_id"][:12])
+            n_heat += 1
+    commit_shard(out, shard, rows, run_id=ctx["run_id"], model_sha256=ctx["model_sha256"], heatmaps=n_heat,
+                 fault=fault)

@@ -1,0 +1,80 @@
+"""Output schema, version 1: one row per planned input. The only place columns are defined.
+
+Scores are null unless ``status = ok`` (fail closed: an unscanned file never looks clean).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "PATCH_TYPE", "PLAN_SCHEMA", "STATUSES", "SCORE_COLUMNS"]
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "error", "skipped")
+CAM_VALUES = 49  # 7×7 CAM per patch, min-max normalised and quantised to uint8
+
+PATCH_TYPE = pa.struct([
+    pa.field("x", pa.int32(), nullable=False),
+    pa.field("y", pa.int32(), nullable=False),
+    pa.field("contrast", pa.float64(), nullable=False),
+    pa.field("p_fake", pa.float32(), nullable=False),
+    pa.field("probs", pa.list_(pa.float32()), nullable=False),
+    pa.field("cam", pa.list_(pa.uint8(), CAM_VALUES), nullable=False),
+])
+
+_FIELDS = [
+    ("input_id", pa.string(), False, "sha256 of the canonical locator (absolute path bytes + archive member)"),
+    ("path", pa.string(), False, "display form of the path: undecodable bytes and control characters escaped"),
+    ("path_bytes", pa.binary(), False, "the raw path bytes"),
+    ("member", pa.string(), True, "archive member (display form), null for plain files"),
+    ("member_bytes", pa.binary(), True, "raw archive member name"),
+    ("size_bytes", pa.int64(), True, "bytes read"),
+    ("sha256", pa.string(), True, "sha256 of the file content"),
+    ("format", pa.string(), True, "format detected from content (JPEG, PNG, ...)"),
+    ("width", pa.int32(), True, "width in display orientation (EXIF applied), before padding"),
+    ("height", pa.int32(), True, "height in display orientation, before padding"),
+    ("mode", pa.string(), True, "the file's pixel mode before conversion to RGB"),
+    ("n_frames", pa.int32(), True, "frames in the file"),
+    ("frames_scanned", pa.int32(), True, "frames scanned (the first)"),
+    ("status", pa.string(), False, "ok | error | skipped"),
+    ("error_code", pa.string(), True, "stable dotted code, e.g. decode.truncated, limit.pixels"),
+    ("error_detail", pa.string(), True, "human-readable detail (at most 512 characters)"),
+    ("n_patches_total", pa.int32(), True, "patches in the floor grid"),
+    ("n_patches_scanned", pa.int32(), True, "patches scored (top-k by contrast)"),
+    ("padded", pa.bool_(), True, "true when a side < 224 was edge-padded"),
+    ("p_fake", pa.float64(), True, "G-CAGE P(fake): mean of the head's per-patch P(fake)"),
+    ("verdict", pa.string(), True, "fake | real (p_fake >= threshold)"),
+    ("threshold", pa.float64(), True, "threshold used for the verdict"),
+    ("base_p_fake", pa.float64(), True, "base detector: 1 - mean P(authentic) over patches"),
+    ("base_probs", pa.list_(pa.float64()), True, "base detector: mean class probabilities over patches"),
+    ("attribution", pa.string(), True, "base detector: most likely class of the mean probabilities"),
+    ("patches", pa.list_(PATCH_TYPE), True, "per patch: x, y, contrast, p_fake, probs, cam (49 uint8)"),
+    ("model_id", pa.string(), False, "model name@version"),
+    ("model_sha256", pa.string(), False, "sha256 of the model spec (covers the weights)"),
+    ("backend", pa.string(), False, "what ran, e.g. ort:CPUExecutionProvider or torch:cpu"),
+    ("cam_method", pa.string(), False, "CAM method of the heatmaps"),
+    ("cam_target", pa.string(), False, "what the CAM explains (fake, pred, class:NAME, ...)"),
+    ("run_id", pa.string(), False, "identifier of the scan (kept across --resume)"),
+    ("shard", pa.int32(), False, "shard number"),
+    ("scanned_at", pa.timestamp("us", tz="UTC"), False, "when the row was produced"),
+]
+
+#: Columns that are null unless status = ok.
+SCORE_COLUMNS = ("p_fake", "verdict", "threshold", "base_p_fake", "base_probs", "attribution", "patches",
+                 "n_patches_scanned")
+
+ROW_SCHEMA = pa.schema(
+    [pa.field(name, typ, nullable=nullable, metadata={"description": doc}) for name, typ, nullable, doc in _FIELDS],
+    metadata={"gcage_fast.schema_version": str(SCHEMA_VERSION)},
+)
+
+PLAN_SCHEMA = pa.schema([
+    pa.field("index", pa.int64(), nullable=False),
+    pa.field("input_id", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("path_bytes", pa.binary(), nullable=False),
+    pa.field("member_bytes", pa.binary()),
+    pa.field("preset_status", pa.string()),
+    pa.field("preset_code", pa.string()),
+    pa.field("preset_detail", pa.string()),
+], metadata={"gcage_fast.schema_version": str(SCHEMA_VERSION)})

@@ -1,0 +1,1 @@
+"""Sinks: sharded Parquet results with atomic commits, and PNG heatmap overlays."""

@@ -1,0 +1,118 @@
+"""``gcage-fast verify``: check the ledger invariant of an output directory.
+
+For the frozen plan, every shard must be committed, its part readable, its sha256 and row count equal to the
+commit marker, and its rows must be exactly the planned inputs of that shard, in plan order (no gaps, no
+duplicates, no strangers). Scores must be null unless ``status = ok``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from gcage_fast.errors import OutputError
+from gcage_fast.hashing import sha256_file
+from gcage_fast.outdir import OutputDir
+from gcage_fast.schema import ROW_SCHEMA, SCORE_COLUMNS
+
+__all__ = ["VerifyReport", "verify_output"]
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    n_planned: int = 0
+    n_rows: int = 0
+    n_shards: int = 0
+    n_committed: int = 0
+    status: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "ok": self.ok, "n_planned": self.n_planned, "n_rows": self.n_rows,
+                "n_shards": self.n_shards, "n_committed": self.n_committed, "status": self.status,
+                "problems": self.problems}
+
+
+def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
+    """Check an output directory. Raises OutputError only when it is not a gcage_fast output at all."""
+    out = OutputDir(path)
+    report = VerifyReport(str(out.path))
+    if not out.run_json.is_file():
+        raise OutputError(f"{out.path} is not a gcage_fast output directory (no run.json)")
+    plan = out.read_plan_info()
+    report.n_planned = plan["n_inputs"]
+    report.n_shards = plan["n_shards"]
+    status: Counter = Counter()
+    problems = report.problems
+
+    def problem(msg: str) -> None:
+        if len(problems) < max_problems:
+            problems.append(msg)
+        elif len(problems) == max_problems:
+            problems.append("... (more problems not listed)")
+
+    expected_names = set()
+    for s in plan["shards"]:
+        shard = s["shard"]
+        expected_names.add(out.part_path(shard).name)
+        try:
+            entries = out.read_plan_shard(shard, s["sha256"])
+        except (OutputError, OSError) as exc:
+            problem(f"shard {shard}: plan unreadable: {exc}")
+            continue
+        marker = out.read_commit(shard)
+        if marker is None:
+            problem(f"shard {shard}: not committed (scan incomplete; run it again with --resume)")
+            continue
+        part = out.part_path(shard)
+        if not part.is_file():
+            problem(f"shard {shard}: committed but {part.name} is missing")
+            continue
+        if sha256_file(part) != marker.get("sha256"):
+            problem(f"shard {shard}: {part.name} does not match the sha256 in its commit marker")
+            continue
+        try:
+            table = pq.read_table(part)
+        except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt part
+            problem(f"shard {shard}: {part.name} is unreadable: {exc}")
+            continue
+        if not table.schema.equals(ROW_SCHEMA, check_metadata=False):
+            problem(f"shard {shard}: schema differs from schema v1")
+            continue
+        report.n_committed += 1
+        report.n_rows += table.num_rows
+        if table.num_rows != marker.get("rows") or table.num_rows != len(entries):
+            problem(f"shard {shard}: {table.num_rows} rows, marker says {marker.get('rows')}, "
+                    f"plan has {len(entries)}")
+        ids = table.column("input_id").to_pylist()
+        planned = [e.input_id for e in entries]
+        if ids != planned:
+            dup = [i for i, c in Counter(ids).items() if c > 1]
+            missing = set(planned) - set(ids)
+            extra = set(ids) - set(planned)
+            problem(f"shard {shard}: rows do not match the plan ({len(missing)} missing, {len(extra)} unplanned, "
+                    f"{len(dup)} duplicated)")
+        status.update(table.column("status").to_pylist())
+        not_ok = pc.not_equal(table.column("status"), "ok")
+        for col in SCORE_COLUMNS:
+            leaked = pc.sum(pc.and_(not_ok, pc.is_valid(table.column(col)))).as_py() or 0
+            if leaked:
+                problem(f"shard {shard}: {leaked} rows with status != ok have a non-null {col}")
+    for d in (out.parts_dir, out.commits_dir):
+        if d.is_dir():
+            for p in d.iterdir():
+                if ".tmp-" in p.name:
+                    problem(f"temporary file left behind: {p.relative_to(out.path)}")
+                elif d == out.parts_dir and p.name not in expected_names:
+                    problem(f"unplanned part: {p.relative_to(out.path)}")
+    report.status = dict(status)
+    return report
