@@ -320,11 +320,19 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
     stats = {"processed": 0, "patches": 0, "errors": 0}
     shard_rows: dict[int, list[tuple[PlanEntry, Prepared]]] = {}
     expected = {s["shard"]: s["rows"] for s in pending}
-    batch: list[Prepared] = []
+    batch: list[tuple[PlanEntry, Prepared]] = []  # scored together; never spans two shards
     scores: dict[int, ImageScore] = {}
+    heatmaps_written: Counter = Counter()
 
-    def flush() -> None:
-        for prep, score in zip(batch, detector.score(batch)):
+    def flush(shard: int) -> None:
+        if not batch:
+            return
+        for (entry, prep), score in zip(batch, detector.score([p for _, p in batch])):
+            if score.heat is not None and prep.preview is not None:
+                _write_heatmap(out, entry, prep, score, ctx["run_id"])
+                heatmaps_written[shard] += 1
+            # Decoded pixels are released as soon as they are scored: memory does not grow with the shard size.
+            score.heat = prep.patches = prep.preview = None
             scores[prep.index] = score
         batch.clear()
 
@@ -333,35 +341,32 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
         rows = shard_rows.setdefault(shard, [])
         rows.append((entry, prep))
         if prep.status == "ok":
-            batch.append(prep)
+            batch.append((entry, prep))
             stats["patches"] += len(prep.patches)
-            if sum(len(p.patches) for p in batch) >= config.batch_size:
-                flush()
+            if sum(len(p.patches) for _, p in batch) >= config.batch_size:
+                flush(shard)
         elif prep.status == "error":
             stats["errors"] += 1
         stats["processed"] += 1
         fault("image", stats["processed"])
         if len(rows) == expected[shard]:
-            flush()  # batches never span shards
-            _finish_shard(out, shard, shard_rows.pop(shard), scores, ctx, config.heatmaps == "png", fault)
+            flush(shard)
+            _finish_shard(out, shard, shard_rows.pop(shard), scores, ctx, heatmaps_written.pop(shard, 0), fault)
         if progress is not None:
             progress(ScanProgress(stats["processed"], todo, plan["n_inputs"], stats["errors"], stats["patches"],
                                   time.perf_counter() - t_start))
     return stats
 
 
+def _write_heatmap(out: OutputDir, entry: PlanEntry, prep: Prepared, score: ImageScore, run_id: str) -> None:
+    label = f"{score.verdict} p_fake={score.p_fake:.3f}"
+    img = render_overlay(prep.preview, prep.preview_scale, prep.boxes, score.heat, label=label)
+    write_png_atomic(img, out.heatmap_path(entry.input_id), tag=run_id[:12])
+
+
 def _finish_shard(out: OutputDir, shard: int, items: list[tuple[PlanEntry, Prepared]], scores: dict[int, ImageScore],
-                  ctx: dict[str, Any], heatmaps: bool, fault: _Fault) -> None:
-    rows = []
-    n_heat = 0
+                  ctx: dict[str, Any], n_heat: int, fault: _Fault) -> None:
     shard_ctx = dict(ctx, shard=shard)
-    for entry, prep in items:
-        score = scores.pop(prep.index, None)
-        rows.append(_row(entry, prep, score, shard_ctx))
-        if heatmaps and score is not None and prep.preview is not None and score.heat is not None:
-            label = f"{score.verdict} p_fake={score.p_fake:.3f}"
-            img = render_overlay(prep.preview, prep.preview_scale, prep.boxes, score.heat, label=label)
-            write_png_atomic(img, out.heatmap_path(entry.input_id), tag=ctx["run_id"][:12])
-            n_heat += 1
+    rows = [_row(entry, prep, scores.pop(prep.index, None), shard_ctx) for entry, prep in items]
     commit_shard(out, shard, rows, run_id=ctx["run_id"], model_sha256=ctx["model_sha256"], heatmaps=n_heat,
                  fault=fault)

@@ -131,3 +131,38 @@ def test_scores_equal_torch_reference_pipeline(corpus, tiny6_model_dir, tmp_path
         assert abs(row["base_p_fake"] - ref.base_p_fake) <= 1e-4
         np.testing.assert_allclose([p["p_fake"] for p in row["patches"]], ref.patch_p_fake, atol=1e-4)
         np.testing.assert_allclose(row["base_probs"], ref.base_probs, atol=1e-5)
+
+
+def test_heatmaps_and_bounded_memory(tiny_model_dir, tmp_path, monkeypatch):
+    """PNG overlays are named by input_id; decoded pixels are released as soon as they are scored."""
+    from PIL import Image
+
+    from gcage_fast import pipeline
+    from gcage_fast.config import ScanConfig
+
+    src = tmp_path / "src"
+    for i, (w, h) in enumerate([(300, 300), (900, 500), (150, 120), (460, 700)]):
+        gen.save_image(src / f"{i}.jpg", w, h, i)
+    gen.zero_byte(src / "empty.jpg")
+    seen = []
+    real_finish = pipeline._finish_shard
+
+    def checking_finish(out, shard, items, scores, ctx, n_heat, fault):
+        seen.extend(prep for _, prep in items)
+        assert all(prep.patches is None and prep.preview is None for _, prep in items)
+        return real_finish(out, shard, items, scores, ctx, n_heat, fault)
+
+    monkeypatch.setattr(pipeline, "_finish_shard", checking_finish)
+    out = tmp_path / "out"
+    summary = pipeline.scan(ScanConfig(inputs=(str(src),), output=str(out), model=str(tiny_model_dir),
+                                       heatmaps="png", workers=0, shard_size=3, batch_size=4))
+    assert len(seen) == 5 and summary.status == {"ok": 4, "error": 1}
+    rows = read_rows(out)
+    pngs = sorted(out.glob("heatmaps/*/*.png"))
+    assert sorted(p.stem for p in pngs) == sorted(r["input_id"] for r in rows if r["status"] == "ok")
+    assert all(p.parent.name == p.stem[:2] for p in pngs)
+    markers = [json.loads(p.read_text()) for p in sorted((out / "commits").glob("*.json"))]
+    assert sum(m["heatmaps"] for m in markers) == 4
+    big = next(r for r in rows if r["width"] == 900)
+    with Image.open(out / "heatmaps" / big["input_id"][:2] / f"{big['input_id']}.png") as im:
+        assert im.size == (900, 500)  # the display image (under 1024 px, not scaled)
