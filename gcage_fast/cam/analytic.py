@@ -14,7 +14,6 @@ from torch.nn import functional as F
 
 from gcage_fast.cam.targets import CamTarget, target_delta
 from gcage_fast.cam.weights import METHODS, cam_weights
-from gcage_fast.models.susy import SuSy
 
 __all__ = ["BaseWithCAM", "LAYERS"]
 
@@ -22,18 +21,19 @@ LAYERS = ("layer4", "F")
 
 
 class BaseWithCAM(nn.Module):
-    """SuSy + in-graph CAM. ``forward(x)`` returns ``(probs, cam)`` or, with ``with_activations``,
+    """Base detector + in-graph CAM. ``forward(x)`` returns ``(probs, cam)`` or, with ``with_activations``,
     ``(probs, cam, activations, cam_weights)``; cam = relu(sum_k alpha_k A_k), shape (N, h, w), not normalised.
 
     Args:
-        base: a SuSy module in eval mode (shared, not copied).
+        base: a base detector in eval mode (SuSy or EffNetDetector; shared, not copied): it provides
+            ``feature_extractor.features(x) -> (layer4 map, pooled map)`` and ``mlp`` (fc1, fc2, fc3).
         method: one of :data:`METHODS`.
         target: what the heatmap explains (see :mod:`gcage_fast.cam.targets`).
         layer: ``layer4`` (the last ResNet stage) or ``F`` (the summed staircase map).
         with_activations: also output A (N, K, h, w) and alpha (N, K), for the fused kernel.
     """
 
-    def __init__(self, base: SuSy, method: str, target: CamTarget, layer: str = "layer4",
+    def __init__(self, base: nn.Module, method: str, target: CamTarget, layer: str = "layer4",
                  with_activations: bool = False) -> None:
         super().__init__()
         if method not in METHODS:

@@ -6,9 +6,9 @@ and as the benchmark baseline.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from gcage_fast.cam.targets import CamTarget, target_value
-from gcage_fast.models.susy import SuSy
 
 __all__ = ["reference_cam"]
 
@@ -39,11 +39,12 @@ def _spatial_cam(method: str, acts: torch.Tensor, grads: torch.Tensor) -> torch.
     return torch.relu(cam)
 
 
-def reference_cam(base: SuSy, x: torch.Tensor, method: str, target: CamTarget, layer: str = "layer4"):
+def reference_cam(base: nn.Module, x: torch.Tensor, method: str, target: CamTarget, layer: str = "layer4"):
     """Run ``base`` with hooks on the CAM layer and backpropagate Y. Returns ``(probs, cam)``.
 
-    ``layer4`` hooks ``feature_extractor.resnet_model.layer4``; ``F`` hooks the input of ``feature_extractor.gap``
-    (the summed staircase map). Activation gradients are captured with tensor hooks, as pytorch-grad-cam does.
+    For SuSy, ``layer4`` hooks ``feature_extractor.resnet_model.layer4`` and ``F`` the input of
+    ``feature_extractor.gap`` (the summed staircase map); each architecture names its modules through
+    ``feature_extractor.cam_module``. Activation gradients are captured with tensor hooks, as pytorch-grad-cam does.
     """
     # torch 2.13 (CPU) corrupts the heap in the backward pass of ResNet's strided 1x1 downsample convolution when
     # the input is channels-last strided (for example a permuted HWC batch): always backpropagate NCHW-contiguous.
@@ -55,12 +56,13 @@ def reference_cam(base: SuSy, x: torch.Tensor, method: str, target: CamTarget, l
         t.register_hook(lambda g: store.__setitem__("grads", g.detach()))
 
     fe = base.feature_extractor
-    if layer == "layer4":
-        handle = fe.resnet_model.layer4.register_forward_hook(lambda _m, _i, out: keep(out))
-    elif layer == "F":
-        handle = fe.gap.register_forward_hook(lambda _m, inp, _o: keep(inp[0]))
-    else:
+    if layer not in ("layer4", "F"):
         raise ValueError(f"unknown CAM layer {layer!r}")
+    module, where = fe.cam_module(layer)
+    if where == "output":
+        handle = module.register_forward_hook(lambda _m, _i, out: keep(out))
+    else:
+        handle = module.register_forward_hook(lambda _m, inp, _o: keep(inp[0]))
     try:
         with torch.enable_grad():
             logits = base.mlp(fe(x))

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from gcage_fast import env
 from gcage_fast.errors import ModelError
 from gcage_fast.hashing import sha256_file
 from gcage_fast.models.head import GCageHead
-from gcage_fast.models.spec import SPEC_FILE, BaseSpec, CamSpec, HeadSpec, ModelSpec, read_spec, write_spec
+from gcage_fast.models.effnet import EffNetDetector
+from gcage_fast.models.spec import BASE_ARCHS, SPEC_FILE, BaseSpec, CamSpec, HeadSpec, ModelSpec, read_spec, write_spec
 from gcage_fast.models.susy import SuSy
 from gcage_fast.models.weights import load_weights, save_weights
 
@@ -29,6 +31,8 @@ __all__ = [
     "load_model",
     "build_base",
     "build_head",
+    "create_base",
+    "base_arch",
     "write_model_dir",
     "init_model",
 ]
@@ -51,7 +55,7 @@ class LoadedModel:
 
     spec: ModelSpec
     path: Path
-    base: SuSy
+    base: nn.Module  # SuSy or EffNetDetector
     head: GCageHead | None
 
 
@@ -104,8 +108,25 @@ def resolve_model(ref: str | None) -> Path:
     raise ModelError(f"unknown model '{ref}' (known: {known}); pass a name or a model directory")
 
 
-def build_base(spec: ModelSpec) -> SuSy:
-    return SuSy(num_classes=len(spec.class_names), width=spec.base.width, hidden=spec.base.hidden)
+def build_base(spec: ModelSpec) -> nn.Module:
+    """An untrained base detector of the spec's architecture."""
+    return create_base(spec.base.arch, len(spec.class_names), spec.base.width, spec.base.hidden)
+
+
+def create_base(arch: str, num_classes: int, width: int = 64, hidden: int = 256) -> nn.Module:
+    if arch == "susy":
+        return SuSy(num_classes=num_classes, width=width, hidden=hidden)
+    if arch == "effnet-lite0":
+        return EffNetDetector(num_classes=num_classes, hidden=hidden)
+    raise ModelError(f"unknown base architecture {arch!r} (known: {', '.join(BASE_ARCHS)})")
+
+
+def base_arch(base: nn.Module) -> tuple[str, int, int]:
+    """(arch, width, hidden) of a base detector module."""
+    hidden = base.mlp.fc1.out_features
+    if isinstance(base, EffNetDetector):
+        return "effnet-lite0", 0, hidden
+    return "susy", base.feature_extractor.resnet_model.conv1.out_channels, hidden
 
 
 def build_head(spec: ModelSpec) -> GCageHead | None:
@@ -150,9 +171,10 @@ def write_model_dir(
     name: str,
     version: str,
     class_names: tuple[str, ...] | list[str],
-    base: SuSy,
+    base: nn.Module,
     head: GCageHead | None,
     threshold: float = 0.5,
+    base_threshold: float | None = None,
     cam: CamSpec | None = None,
     description: str = "",
     top_k: int = 5,
@@ -161,9 +183,8 @@ def write_model_dir(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(base, out / "base.safetensors")
-    width = base.feature_extractor.resnet_model.conv1.out_channels
-    hidden = base.mlp.fc1.out_features
-    base_spec = BaseSpec("base.safetensors", sha256_file(out / "base.safetensors"), "susy", width, hidden)
+    arch, width, hidden = base_arch(base)
+    base_spec = BaseSpec("base.safetensors", sha256_file(out / "base.safetensors"), arch, width, hidden)
     head_spec = None
     if head is not None:
         save_weights(head, out / "head.safetensors")
@@ -176,6 +197,7 @@ def write_model_dir(
         base=base_spec,
         head=head_spec,
         threshold=threshold,
+        base_threshold=threshold if base_threshold is None else base_threshold,
         top_k=top_k,
         cam=cam or CamSpec(),
         description=description,
@@ -195,12 +217,13 @@ def init_model(
     head_widths: tuple[int, ...] = (16, 32, 64, 128),
     with_head: bool = True,
     name: str | None = None,
+    arch: str = "susy",
 ) -> ModelSpec:
     """A randomly initialised (untrained) model directory, for testing the pipeline. Deterministic per seed."""
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        base = SuSy(num_classes=len(class_names), width=width, hidden=hidden)
+        base = create_base(arch, len(class_names), width, hidden)
         _randomise_bn(base, seed)
         head = GCageHead(widths=head_widths) if with_head else None
         if head is not None:
@@ -209,7 +232,7 @@ def init_model(
         torch.random.set_rng_state(gen_state)
     return write_model_dir(
         out_dir,
-        name=name or f"random-w{width}-s{seed}",
+        name=name or (f"random-w{width}-s{seed}" if arch == "susy" else f"random-{arch}-s{seed}"),
         version="0",
         class_names=class_names,
         base=base,

@@ -13,16 +13,18 @@ from typing import Any
 from gcage_fast.errors import ModelError
 from gcage_fast.hashing import sha256_json
 
-__all__ = ["SPEC_FILE", "SPEC_VERSION", "BaseSpec", "HeadSpec", "CamSpec", "ModelSpec", "read_spec", "write_spec"]
+__all__ = ["BASE_ARCHS", "SPEC_FILE", "SPEC_VERSION", "BaseSpec", "HeadSpec", "CamSpec", "ModelSpec", "read_spec", "write_spec"]
 
 SPEC_FILE = "model.json"
+BASE_ARCHS = ("susy", "effnet-lite0")
 SPEC_VERSION = 1
 _SAFE_FILE = re.compile(r"^[A-Za-z0-9._-]+\.safetensors$")
 
 
 @dataclass(frozen=True)
 class BaseSpec:
-    """The base detector. ``arch`` is ``susy``; ``width``/``hidden`` are 64/256 for the published model."""
+    """The base detector. ``arch`` is ``susy`` (``width``/``hidden`` 64/256 for the published model) or
+    ``effnet-lite0`` (EfficientNet-Lite0 trunk with SuSy's MLP head; ``width`` is unused)."""
 
     weights: str
     sha256: str
@@ -61,6 +63,7 @@ class ModelSpec:
     base: BaseSpec
     head: HeadSpec | None
     threshold: float = 0.5
+    base_threshold: float = 0.5  # for the base detector's own view (base_p_fake); equals threshold without a head
     patch_size: int = 224
     top_k: int = 5
     authentic_index: int = 0
@@ -101,6 +104,7 @@ class ModelSpec:
                 base=BaseSpec(**d["base"]),
                 head=None if head is None else HeadSpec(**{**head, "widths": tuple(head.get("widths", ()))}),
                 threshold=float(d.get("threshold", 0.5)),
+                base_threshold=float(d.get("base_threshold", d.get("threshold", 0.5))),
                 patch_size=int(d.get("patch_size", 224)),
                 top_k=int(d.get("top_k", 5)),
                 authentic_index=int(d.get("authentic_index", 0)),
@@ -121,16 +125,18 @@ class ModelSpec:
             raise ModelError(f"{origin}: authentic_index {self.authentic_index} is out of range")
         if self.patch_size != 224:
             raise ModelError(f"{origin}: patch_size must be 224 (got {self.patch_size})")
-        if self.base.arch != "susy":
-            raise ModelError(f"{origin}: unknown base architecture {self.base.arch!r} (known: susy)")
+        if self.base.arch not in BASE_ARCHS:
+            raise ModelError(f"{origin}: unknown base architecture {self.base.arch!r} "
+                             f"(known: {', '.join(BASE_ARCHS)})")
         if self.head is not None and self.head.arch != "gcage-head":
             raise ModelError(f"{origin}: unknown head architecture {self.head.arch!r} (known: gcage-head)")
         for part in (self.base, self.head):
             if part is not None and not _SAFE_FILE.match(part.weights):
                 raise ModelError(f"{origin}: weight file name {part.weights!r} must be a plain *.safetensors name "
                                  "inside the model directory")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ModelError(f"{origin}: threshold {self.threshold} is not in [0, 1]")
+        for name in ("threshold", "base_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ModelError(f"{origin}: {name} {getattr(self, name)} is not in [0, 1]")
         if self.top_k < 1:
             raise ModelError(f"{origin}: top_k must be >= 1")
 

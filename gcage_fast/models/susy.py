@@ -81,6 +81,12 @@ class FeatureExtractorStaircase(nn.Module):
         f4 = self.f44(s3)
         return s4, f1 + f2 + f3 + f4 + s4
 
+    def cam_module(self, layer: str) -> tuple[nn.Module, str]:
+        """The module whose output ("output") or first input ("input") is the CAM layer's activation."""
+        if layer == "layer4":
+            return self.resnet_model.layer4, "output"
+        return self.gap, "input"  # F, the summed staircase map, is what the pooling sees
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The published code pools each sample in a Python loop; one batched pool is numerically identical.
         _, fmap = self.features(x)
