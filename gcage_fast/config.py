@@ -69,6 +69,7 @@ class ScanConfig:
     follow_symlinks: bool = False
     small_images: str = "pad"  # pad | skip
     limits: Limits = field(default_factory=Limits)
+    perturb: str | None = None  # robustness transform (one of gcage_fast.perturb), used by `eval`
 
     def validate(self) -> None:
         if not self.inputs and self.from_list is None:
@@ -96,6 +97,11 @@ class ScanConfig:
         if self.small_images not in ("pad", "skip"):
             raise ConfigError(f"unknown --small-images {self.small_images!r}; choose pad or skip")
         self.limits.validate()
+        if self.perturb is not None:
+            from gcage_fast.perturb import parse_perturbations
+
+            if len(parse_perturbations(self.perturb)) != 1:
+                raise ConfigError("a scan applies at most one perturbation")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -30,6 +30,7 @@ from gcage_fast.detector import Detector, ImageScore
 from gcage_fast.errors import ConfigError
 from gcage_fast.log import logger
 from gcage_fast.outdir import OutputDir, PlanEntry
+from gcage_fast.perturb import parse_perturbations
 from gcage_fast.prepare import Prepared, PrepareTask, prepare
 from gcage_fast.sinks.heatmaps import PREVIEW_MAX, render_overlay, write_png_atomic
 from gcage_fast.sinks.parquet import commit_shard
@@ -124,6 +125,7 @@ def _fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]
         "follow_symlinks": config.follow_symlinks,
         "shard_size": config.shard_size,
         "small_images": config.small_images,
+        "perturb": config.perturb,
         "limits": asdict(config.limits) | {"formats": list(config.limits.formats)},
         **resolved,
     }
@@ -302,6 +304,7 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
     fault = _Fault()
     todo = sum(s["rows"] for s in pending)
     preview_max = PREVIEW_MAX if config.heatmaps == "png" else 0
+    perturb = parse_perturbations(config.perturb)[0] if config.perturb else None
 
     def items() -> Iterator[tuple[object, PrepareTask | None, Prepared | None]]:
         for s in pending:
@@ -312,7 +315,7 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
                     yield tag, None, Prepared(entry.index).fail(code, detail, st)
                 else:
                     yield tag, PrepareTask(entry.index, entry.path_bytes, top_k, config.small_images,
-                                           config.limits, preview_max), None
+                                           config.limits, preview_max, perturb), None
 
     def on_error(task: PrepareTask, exc: BaseException) -> Prepared:
         return Prepared(task.index).fail("worker.error", f"{type(exc).__name__}: {exc}")

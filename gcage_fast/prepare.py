@@ -18,6 +18,7 @@ from PIL import Image
 from gcage_fast.config import Limits
 from gcage_fast.decode import DecodeFailure, decode_rgb
 from gcage_fast.patches import PATCH, pad_to_patch, select
+from gcage_fast.perturb import Perturbation, apply_perturbation
 
 __all__ = ["PrepareTask", "Prepared", "prepare", "read_file"]
 
@@ -34,6 +35,7 @@ class PrepareTask:
     small_images: str = "pad"
     limits: Limits = Limits()
     preview_max: int = 0  # longest side of the preview kept for heatmap overlays; 0 = none
+    perturb: Perturbation | None = None  # robustness transform applied after decoding (evaluation only)
 
 
 @dataclass
@@ -131,6 +133,8 @@ def prepare(task: PrepareTask) -> Prepared:
         return out.fail(f.code, f.detail, f.status)
     del data
     out.format, out.mode, out.n_frames = img.format, img.mode, img.n_frames
+    if task.perturb is not None:
+        img.rgb = apply_perturbation(img.rgb, task.perturb, seed=int(out.sha256[:8], 16))
     out.height, out.width = img.rgb.shape[:2]
     if task.preview_max:
         out.preview, out.preview_scale = _preview(img.rgb, task.preview_max)
