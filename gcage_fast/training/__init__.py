@@ -1,0 +1,1 @@
+"""Training of base detectors and G-CAGE heads (``gcage-fast train-base`` / ``train-head``)."""
