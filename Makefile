@@ -5,7 +5,12 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-output
 
-.PHONY: install demo test clean
+FACES ?= ../shared/data/faces
+TRAIN_DIR ?= build/faces
+BUNDLE := gcage_fast/models/bundled/faces-gcage
+EVAL_PERTURB := none,jpeg:75,jpeg:50,blur:1,noise:5,resize:0.5,grayscale
+
+.PHONY: install demo test bundled-model clean
 
 install: $(VENV)/.installed
 
@@ -16,12 +21,29 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(BIN)/gcage-fast init-model -o .demo/untrained-model --seed 0
-	$(BIN)/gcage-fast scan gcage_fast/samples/images -o $(DEMO_OUT) --model .demo/untrained-model --heatmaps png --overwrite
+	$(BIN)/gcage-fast scan gcage_fast/samples/images -o $(DEMO_OUT) --heatmaps png --overwrite
 	$(BIN)/gcage-fast verify $(DEMO_OUT)
 
 test: install
 	$(BIN)/pytest
 
+# Trains the bundled default model on the faces set (training split only; threshold from the validation split),
+# evaluates it on the held-out test split and copies weights, spec and records into $(BUNDLE).
+bundled-model: install
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[cpu,dev,train]'
+	$(BIN)/gcage-fast train-base $(FACES) -o $(TRAIN_DIR)/base --arch effnet-lite0 --pretrained --epochs 15 \
+		--patience 4 --blur 0.1 --jpeg 0.1 --threads 2 --workers 1 --name faces-base
+	$(BIN)/gcage-fast train-head $(FACES) --base $(TRAIN_DIR)/base -o $(TRAIN_DIR)/gcage --epochs 30 \
+		--patience 6 --blur 0.1 --jpeg 0.1 --threads 2 --workers 1 --name faces-gcage
+	$(BIN)/gcage-fast eval $(FACES) --model $(TRAIN_DIR)/gcage --split test --perturb $(EVAL_PERTURB) \
+		--top-k 1,5 --threads 2 --workers 1 --json $(TRAIN_DIR)/eval-test.json > $(TRAIN_DIR)/eval-test.md
+	mkdir -p $(BUNDLE)
+	for f in model.json base.safetensors head.safetensors split.csv; do cp $(TRAIN_DIR)/gcage/$$f $(BUNDLE)/; done
+	cp $(TRAIN_DIR)/base/train_log.csv $(BUNDLE)/train_log_base.csv
+	cp $(TRAIN_DIR)/gcage/train_log.csv $(BUNDLE)/train_log_head.csv
+	cp $(TRAIN_DIR)/base/training.json $(BUNDLE)/training_base.json
+	cp $(TRAIN_DIR)/gcage/training.json $(BUNDLE)/training_head.json
+	cp $(TRAIN_DIR)/eval-test.json $(TRAIN_DIR)/eval-test.md $(BUNDLE)/
+
 clean:
-	rm -rf $(VENV) .demo $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) .demo $(DEMO_OUT) .pytest_cache build
