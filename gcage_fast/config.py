@@ -33,6 +33,13 @@ class Limits:
     max_bytes: int = 256 * 1024 * 1024
     max_pixels: int = 64_000_000
     formats: tuple[str, ...] = ALLOWED_FORMATS
+    timeout_s: float = 60.0  # per file, enforced by the parent (the worker is killed)
+    worker_memory_mb: int = 4096  # address-space limit of each decode worker
+    max_aspect: float = 100.0  # longest side / shortest side
+    max_members: int = 100_000  # per archive
+    max_archive_bytes: int = 8 * 2**30  # bytes an archive may expand to
+    max_ratio: float = 200.0  # expansion ratio of an archive, checked once it has expanded past ratio_min_bytes
+    ratio_min_bytes: int = 64 * 2**20
 
     def validate(self) -> None:
         if self.max_bytes < 1:
@@ -40,6 +47,14 @@ class Limits:
         if not 1 <= self.max_pixels <= PILLOW_BOMB_PIXELS:
             raise ConfigError(f"--max-pixels must be between 1 and {PILLOW_BOMB_PIXELS} "
                               "(Pillow's decompression-bomb threshold)")
+        if self.max_aspect < 1:
+            raise ConfigError("--max-aspect must be at least 1")
+        if self.max_members < 1 or self.max_archive_bytes < 1 or self.max_ratio < 1:
+            raise ConfigError("archive limits must be positive")
+        if self.timeout_s <= 0:
+            raise ConfigError("--timeout must be positive")
+        if self.worker_memory_mb < 256:
+            raise ConfigError("--worker-memory must be at least 256 (MiB)")
         unknown = sorted(set(self.formats) - set(ALLOWED_FORMATS))
         if unknown:
             raise ConfigError(f"unsupported formats {unknown}; choose from {', '.join(ALLOWED_FORMATS)}")
@@ -70,6 +85,7 @@ class ScanConfig:
     small_images: str = "pad"  # pad | skip
     limits: Limits = field(default_factory=Limits)
     perturb: str | None = None  # robustness transform (one of gcage_fast.perturb), used by `eval`
+    max_consecutive_failures: int = 50  # circuit breaker: consecutive worker.crash/worker.error rows
 
     def validate(self) -> None:
         if not self.inputs and self.from_list is None:
@@ -92,6 +108,8 @@ class ScanConfig:
             raise ConfigError(f"unknown --heatmaps {self.heatmaps!r}; choose none or png")
         if self.shard_size < 1:
             raise ConfigError("--shard-size must be at least 1")
+        if self.max_consecutive_failures < 1:
+            raise ConfigError("--max-consecutive-failures must be at least 1")
         if self.mode not in ("new", "resume", "overwrite"):
             raise ConfigError(f"unknown mode {self.mode!r}")
         if self.small_images not in ("pad", "skip"):

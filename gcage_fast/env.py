@@ -4,8 +4,14 @@
   ``~/.cache/gcage_fast``).
 - ``GCAGE_MODEL_PATH``: extra directories (``os.pathsep``-separated) searched for model directories by name.
 - ``GCAGE_FAULT_AT``: test hook, ``PHASE:N``; the scan kills itself with SIGKILL when it reaches PHASE for the
-  N-th time (phases: ``image`` after N images of the run were processed, ``before_rename``, ``after_rename``,
-  ``after_commit`` for shard number N). Used by the kill-and-resume tests; never set it in production.
+  N-th time (phases: ``after_plan`` (N = 0) once the plan is written; ``image`` after N images of the run were
+  processed; for shard number N: ``in_write``
+  (inside the Parquet write, before close), ``before_rename``, ``after_rename``, ``after_commit``; ``enospc``
+  makes the write of shard N fail with ENOSPC instead). Used by the fault-injection tests; never set it in
+  production.
+- ``GCAGE_TEST_HOOKS``: test hook, ``1`` to let decode workers act on magic file contents (a file starting with
+  ``GCAGE-TEST-ABORT``, ``-SEGV``, ``-HANG`` or ``-ALLOC`` aborts, segfaults, hangs or allocates without bound),
+  so tests can drive the worker-supervision paths. Off unless set; never set it in production.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "model_search_path", "fault_point"]
+__all__ = ["cache_dir", "model_search_path", "fault_point", "test_hooks"]
 
 
 def cache_dir() -> Path:
@@ -39,3 +45,8 @@ def fault_point() -> tuple[str, int] | None:
     if not sep or not phase or not count.isdigit():
         return None
     return phase, int(count)
+
+
+def test_hooks() -> bool:
+    """True when GCAGE_TEST_HOOKS=1 (read by the decode workers at start)."""
+    return os.environ.get("GCAGE_TEST_HOOKS") == "1"

@@ -16,6 +16,8 @@ __all__ = [
     "EngineError",
     "OutputError",
     "MissingDependencyError",
+    "Interrupted",
+    "CircuitBreakerError",
 ]
 
 
@@ -49,3 +51,19 @@ class OutputError(GcageError):
 
 class MissingDependencyError(GcageError):
     """An optional package is needed and not installed; the message names the extra to install."""
+
+
+class Interrupted(GcageError):
+    """The scan was stopped by a signal; ``exit_code`` is 128 + the signal number. Resume with --resume."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; run the same command with --resume to "
+                         "continue")
+
+
+class CircuitBreakerError(GcageError):
+    """Too many consecutive failures that do not depend on the input: the environment is broken."""

@@ -41,3 +41,18 @@ def run_cli(*args, env=None, check=True, drop_dac=True, timeout=600, input=None)
 def read_rows(out_dir, columns=None):
     """All rows of a scan output as a list of dicts (pyarrow.dataset over parts/)."""
     return ds.dataset(Path(out_dir) / "parts", format="parquet").to_table(columns=columns).to_pylist()
+
+
+def pool_double(x: int) -> int:
+    """A worker function for pool tests (workers import it from here): -1 aborts, -2 hangs."""
+    if x == -1:
+        os.abort()
+    if x == -2:
+        import time
+
+        time.sleep(60)
+    return 2 * x
+
+
+def pool_failure_code(task, failure) -> str:
+    return failure.code
