@@ -4,8 +4,11 @@
 - Pillow's decompression-bomb warning is an error; a pixel ceiling is checked from the header before decoding.
 - Truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays False).
 - EXIF orientation (tag 0x0112, values 2-8) is applied to the pixels; the EXIF itself is never rewritten.
-- Modes are converted explicitly: palette/alpha/CMYK/YCbCr/LAB/HSV via Pillow, 16-bit gray by taking the high
-  byte (Pillow's own conversion would clip it); floating-point images are refused.
+- Modes are converted explicitly: palette/alpha/CMYK/YCbCr/LAB/HSV via Pillow (palettes with transparency via
+  RGBA), 16-bit gray by taking the high byte (Pillow's own conversion would clip it); floating-point images are
+  refused.
+- What a moderator should know but that does not stop the scan is returned as flags: invalid EXIF, a (nearly)
+  fully transparent alpha channel, frames left unscanned, bytes after the end of the image data.
 
 Failures raise :class:`DecodeFailure` with a stable dotted ``code``. NumPy and Pillow only (runs in workers).
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -79,6 +82,8 @@ class DecodedImage:
     mode: str  # the file's own mode, before conversion
     n_frames: int
     orientation: int  # EXIF orientation applied (1 = none)
+    flags: list[str] = field(default_factory=list)
+    trailing_bytes: int | None = None
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -103,7 +108,7 @@ def _failure(exc: BaseException, data: bytes) -> DecodeFailure:
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return DecodeFailure("limit.pixels", str(exc))
     if isinstance(exc, MemoryError):
-        return DecodeFailure("limit.memory", "out of memory while decoding")
+        return DecodeFailure("limit.rss", "out of memory while decoding (worker memory limit)")
     if isinstance(exc, ValueError) and "too large" in str(exc):
         return DecodeFailure("limit.text_chunk", msg)  # PNG text-chunk bomb guard
     if isinstance(exc, OSError) and ("truncated" in str(exc) or _webp_truncated(data)):
@@ -111,10 +116,79 @@ def _failure(exc: BaseException, data: bytes) -> DecodeFailure:
     return DecodeFailure("decode.corrupt", msg)
 
 
+def _png_end(data: bytes) -> int | None:
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        pos += 12 + length
+        if kind == b"IEND":
+            return pos
+    return None
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """Offset just after the EOI marker of the main image (markers parsed, entropy-coded data skipped)."""
+    pos = 2
+    n = len(data)
+    while pos + 1 < n:
+        if data[pos] != 0xFF:
+            return None
+        while pos + 1 < n and data[pos + 1] == 0xFF:  # fill bytes
+            pos += 1
+        if pos + 1 >= n:
+            return None
+        m = data[pos + 1]
+        if m == 0xD9:
+            return pos + 2
+        if 0xD0 <= m <= 0xD7 or m == 0x01:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if m == 0xDA:  # scan data: up to the next marker that is not a stuffed byte or a restart
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= n:
+                    return None
+                b = data[pos + 1]
+                if b == 0 or 0xD0 <= b <= 0xD7 or b == 0xFF:
+                    pos += 1 if b == 0xFF else 2
+                    continue
+                break
+    return None
+
+
+def trailing_bytes(data: bytes, fmt: str) -> int | None:
+    """Bytes after the end of the image data (appended payloads, polyglots); None when not determined."""
+    end = None
+    if fmt == "PNG":
+        end = _png_end(data)
+    elif fmt == "JPEG":
+        end = _jpeg_end(data)
+    elif fmt == "WEBP" and data[:4] == b"RIFF":
+        size = int.from_bytes(data[4:8], "little")
+        end = 8 + size + (size & 1)
+    if end is None:
+        return None
+    return max(0, len(data) - end)
+
+
+def _alpha_transparent(im: Image.Image) -> bool:
+    """True when (nearly) every pixel is fully transparent: content a viewer cannot see, but the model does."""
+    if im.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and not (im.mode == "P" and "transparency" in im.info):
+        return False
+    alpha = np.asarray(im.convert("RGBA").getchannel("A"))
+    return alpha.size > 0 and float((alpha == 0).mean()) >= 0.99
+
+
 def _to_rgb(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode == "RGB":
         return np.asarray(im)
+    if mode == "P" and "transparency" in im.info:
+        return np.asarray(im.convert("RGBA"))[..., :3]
     if mode in _SIXTEEN_BIT:
         arr = np.asarray(im)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
@@ -131,6 +205,7 @@ def decode_rgb(data: bytes, limits: Limits) -> DecodedImage:
     if not data:
         raise DecodeFailure("decode.empty", "zero-byte file")
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # decoder chatter about odd files is not ours to print
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             im = Image.open(io.BytesIO(data), formats=list(limits.formats))
@@ -152,16 +227,25 @@ def decode_rgb(data: bytes, limits: Limits) -> DecodedImage:
             if width * height > limits.max_pixels:
                 raise DecodeFailure("limit.pixels", f"{width}x{height} = {width * height} pixels is over the "
                                     f"limit of {limits.max_pixels}")
-            n_frames = int(getattr(im, "n_frames", 1) or 1)
-            orientation = 1
+            if max(width, height) > limits.max_aspect * max(1, min(width, height)):
+                raise DecodeFailure("limit.aspect", f"{width}x{height} is more elongated than "
+                                    f"{limits.max_aspect:g}:1")
             try:
-                value = im.getexif().get(_ORIENTATION_TAG)
-                if isinstance(value, int) and value in _TRANSPOSE:
-                    orientation = value
-            except Exception:  # noqa: BLE001 - invalid EXIF: scan the raw pixels
+                im.load()  # first: decoding errors must never hide behind an EXIF or frame-count lookup
+                n_frames = int(getattr(im, "n_frames", 1) or 1)
+                im.seek(0)
+                flags = ["frames.unscanned"] if n_frames > 1 else []
                 orientation = 1
-            try:
-                im.load()
+                try:
+                    value = im.getexif().get(_ORIENTATION_TAG)
+                    if isinstance(value, int) and value in _TRANSPOSE:
+                        orientation = value
+                    elif value is not None and value != 1:
+                        flags.append("exif.invalid")
+                except Exception:  # noqa: BLE001 - invalid EXIF: scan the raw pixels
+                    flags.append("exif.invalid")
+                if _alpha_transparent(im):
+                    flags.append("alpha.transparent")
                 if orientation != 1:
                     im = im.transpose(_TRANSPOSE[orientation])
                 rgb = _to_rgb(im)
@@ -171,4 +255,7 @@ def decode_rgb(data: bytes, limits: Limits) -> DecodedImage:
                 raise _failure(exc, data) from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise DecodeFailure("decode.corrupt", f"decoded to an unexpected shape {rgb.shape}")
-    return DecodedImage(np.ascontiguousarray(rgb), fmt, mode, n_frames, orientation)
+    tail = trailing_bytes(data, fmt)
+    if tail:
+        flags.append("trailing.bytes")
+    return DecodedImage(np.ascontiguousarray(rgb), fmt, mode, n_frames, orientation, flags, tail)

@@ -9,14 +9,18 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import signal
 import stat
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from gcage_fast.config import Limits
-from gcage_fast.decode import DecodeFailure, decode_rgb
+from gcage_fast.env import test_hooks
+from gcage_fast.archives import is_archive_bytes
+from gcage_fast.decode import DecodeFailure, decode_rgb, sniff_format
 from gcage_fast.patches import PATCH, pad_to_patch, select
 from gcage_fast.perturb import Perturbation, apply_perturbation
 
@@ -36,6 +40,8 @@ class PrepareTask:
     limits: Limits = Limits()
     preview_max: int = 0  # longest side of the preview kept for heatmap overlays; 0 = none
     perturb: Perturbation | None = None  # robustness transform applied after decoding (evaluation only)
+    data: bytes | None = None  # the content, when the parent read it (archive members); else read path_bytes
+    name: bytes = b""  # file or member name, for the extension check (never used as a path)
 
 
 @dataclass
@@ -61,11 +67,19 @@ class Prepared:
     contrast: np.ndarray | None = None  # (k,) float64
     preview: np.ndarray | None = None  # (h, w, 3) uint8, the display image scaled by preview_scale
     preview_scale: float = 1.0
+    flags: list[str] = field(default_factory=list)
+    trailing_bytes: int | None = None
+    exif_orientation: int | None = None
 
     def fail(self, code: str, detail: str, status: str = "error") -> Prepared:
-        self.status, self.error_code, self.error_detail = status, code, detail[:512]
+        self.status, self.error_code, self.error_detail = status, code, _printable(detail)[:512]
         self.patches = self.boxes = self.contrast = self.preview = None
         return self
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped, so details are safe to print on a terminal or in logs."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 _FS_ERRNO = {
@@ -118,21 +132,61 @@ def _preview(rgb: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)), scale
 
 
+_HOOKS = test_hooks()
+
+
+def _test_hook(data: bytes) -> None:
+    """GCAGE_TEST_HOOKS=1 only: misbehave on magic content so tests can drive the supervision paths."""
+    if data.startswith(b"GCAGE-TEST-ABORT"):
+        os.abort()
+    if data.startswith(b"GCAGE-TEST-SEGV"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if data.startswith(b"GCAGE-TEST-HANG"):
+        time.sleep(3600)
+    if data.startswith(b"GCAGE-TEST-ALLOC"):
+        hoard = []
+        while True:
+            hoard.append(np.ones(2**27, dtype=np.uint8))  # 128 MiB at a time, touched
+
+
+_EXTENSIONS = {b"jpg": "JPEG", b"jpeg": "JPEG", b"jpe": "JPEG", b"jfif": "JPEG", b"png": "PNG", b"webp": "WEBP",
+               b"gif": "GIF", b"bmp": "BMP", b"tif": "TIFF", b"tiff": "TIFF"}
+
+
+def _extension_mismatch(name: bytes, fmt: str) -> bool:
+    """True when the name has a known image extension that disagrees with the content (never used to decide)."""
+    ext = name.rsplit(b".", 1)[-1].lower() if b"." in name.rsplit(b"/", 1)[-1] else b""
+    return ext in _EXTENSIONS and _EXTENSIONS[ext] != fmt
+
+
 def prepare(task: PrepareTask) -> Prepared:
     """Read, decode and select patches for one input."""
     out = Prepared(index=task.index)
-    try:
-        data = read_file(task.path_bytes, task.limits.max_bytes)
-    except DecodeFailure as f:
-        return out.fail(f.code, f.detail, f.status)
+    if task.data is not None:
+        data = task.data
+    else:
+        try:
+            data = read_file(task.path_bytes, task.limits.max_bytes)
+        except DecodeFailure as f:
+            return out.fail(f.code, f.detail, f.status)
+    if _HOOKS:
+        _test_hook(data)
     out.size_bytes = len(data)
     out.sha256 = hashlib.sha256(data).hexdigest()
+    if task.data is not None and is_archive_bytes(data[:512]):
+        return out.fail("archive.nested", "an archive inside an archive is not opened", status="skipped")
     try:
         img = decode_rgb(data, task.limits)
     except DecodeFailure as f:
+        sniffed = sniff_format(data)
+        if sniffed:
+            out.format = sniffed
         return out.fail(f.code, f.detail, f.status)
     del data
     out.format, out.mode, out.n_frames = img.format, img.mode, img.n_frames
+    out.flags, out.trailing_bytes, out.exif_orientation = img.flags, img.trailing_bytes, img.orientation
+    if _extension_mismatch(task.name, img.format):
+        out.flags.append("format.extension_mismatch")
     if task.perturb is not None:
         img.rgb = apply_perturbation(img.rgb, task.perturb, seed=int(out.sha256[:8], 16))
     out.height, out.width = img.rgb.shape[:2]
