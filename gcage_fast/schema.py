@@ -1,4 +1,6 @@
-"""Output schema, version 1: one row per planned input. The only place columns are defined.
+"""Output schema, version 2: one row per planned input. The only place columns are defined.
+
+Version 2 added ``member_index``, ``flags``, ``trailing_bytes`` and ``exif_orientation`` to version 1.
 
 Scores are null unless ``status = ok`` (fail closed: an unscanned file never looks clean).
 """
@@ -9,7 +11,7 @@ import pyarrow as pa
 
 __all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "PATCH_TYPE", "PLAN_SCHEMA", "STATUSES", "SCORE_COLUMNS"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "error", "skipped")
 CAM_VALUES = 49  # 7×7 CAM per patch, min-max normalised and quantised to uint8
 
@@ -28,6 +30,7 @@ _FIELDS = [
     ("path_bytes", pa.binary(), False, "the raw path bytes"),
     ("member", pa.string(), True, "archive member (display form), null for plain files"),
     ("member_bytes", pa.binary(), True, "raw archive member name"),
+    ("member_index", pa.int32(), True, "position of the member in its archive"),
     ("size_bytes", pa.int64(), True, "bytes read"),
     ("sha256", pa.string(), True, "sha256 of the file content"),
     ("format", pa.string(), True, "format detected from content (JPEG, PNG, ...)"),
@@ -39,6 +42,10 @@ _FIELDS = [
     ("status", pa.string(), False, "ok | error | skipped"),
     ("error_code", pa.string(), True, "stable dotted code, e.g. decode.truncated, limit.pixels"),
     ("error_detail", pa.string(), True, "human-readable detail (at most 512 characters)"),
+    ("flags", pa.list_(pa.string()), True, "observations that do not stop the scan (archive.unsafe_name, "
+     "exif.invalid, alpha.transparent, frames.unscanned, format.extension_mismatch, trailing.bytes, ...)"),
+    ("trailing_bytes", pa.int64(), True, "bytes after the end of the image data (polyglots, appended payloads)"),
+    ("exif_orientation", pa.int32(), True, "EXIF orientation applied to the pixels (1 = none)"),
     ("n_patches_total", pa.int32(), True, "patches in the floor grid"),
     ("n_patches_scanned", pa.int32(), True, "patches scored (top-k by contrast)"),
     ("padded", pa.bool_(), True, "true when a side < 224 was edge-padded"),
@@ -74,6 +81,8 @@ PLAN_SCHEMA = pa.schema([
     pa.field("path", pa.string(), nullable=False),
     pa.field("path_bytes", pa.binary(), nullable=False),
     pa.field("member_bytes", pa.binary()),
+    pa.field("member_index", pa.int32()),
+    pa.field("flags", pa.list_(pa.string())),
     pa.field("preset_status", pa.string()),
     pa.field("preset_code", pa.string()),
     pa.field("preset_detail", pa.string()),
