@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -49,16 +50,28 @@ def _valid(entry: Path, model: LoadedModel) -> bool:
     return all((entry / f).is_file() and sha256_file(entry / f) == h for f, h in files.items())
 
 
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (0700) or check that an existing one is ours and not writable by others: a graph in the
+    cache is code the runtime will execute, so nobody else may be able to put one there."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ExportError(f"export cache {path} is not a plain directory; remove it or set GCAGE_CACHE_DIR")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ExportError(f"export cache {path} is owned by another user or writable by others; "
+                          "fix its permissions (chmod go-w) or set GCAGE_CACHE_DIR")
+
+
 def cached_export(model: LoadedModel, options: ExportOptions, cache_root: Path | None = None) -> Path:
     """Directory holding verified ``base.onnx`` (+ ``head.onnx``) for ``model`` and ``options``."""
     root = (cache_root or env.cache_dir()) / "onnx"
+    _private_dir(root)
     entry = root / f"{model.spec.name}-{cache_key(model, options)}"
     if entry.is_dir():
         if _valid(entry, model):
             return entry
         logger.warning("cached export %s failed verification; exporting again", entry)
         shutil.rmtree(entry, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
     logger.info("exporting ONNX graphs for %s (first use; cached in %s)", model.spec.model_id, entry)
     tmp = root / f".tmp-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:

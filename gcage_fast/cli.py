@@ -12,7 +12,7 @@ import click
 
 from gcage_fast import __version__
 from gcage_fast.config import CAM_METHODS as METHODS
-from gcage_fast.errors import GcageError
+from gcage_fast.errors import GcageError, Interrupted
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -23,6 +23,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            click.echo(f"\nError: {exc}", err=True)
+            sys.exit(exc.exit_code)
         except GcageError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
@@ -30,11 +33,21 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Control characters in messages (from file names, exception texts) are escaped before they reach a
+    terminal: a name like ``\x1b]0;...`` must not drive the operator's terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+                       for c in text)
+
+
 def _setup_logging(quiet: bool) -> None:
     log = logging.getLogger("gcage_fast")
     log.handlers[:] = [h for h in log.handlers if isinstance(h, logging.NullHandler)]
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("gcage-fast: %(message)s"))
+    handler.setFormatter(_EscapingFormatter("gcage-fast: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
@@ -130,16 +143,30 @@ def _summary_text(s: Any) -> str:
               help="Images with a side < 224: edge-pad (padded = true) or skip.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=64_000_000, show_default=True)
 @click.option("--max-bytes", type=click.IntRange(min=1), default=256 * 1024 * 1024, show_default=True)
+@click.option("--archive-max-members", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Members listed per archive (archive.bomb_count beyond).")
+@click.option("--archive-max-bytes", type=click.IntRange(min=1), default=8 * 2**30, show_default=True,
+              help="Bytes an archive may expand to (archive.bomb_total beyond).")
+@click.option("--archive-max-ratio", type=click.FloatRange(min=1), default=200.0, show_default=True,
+              help="Expansion ratio of an archive past 64 MiB (archive.bomb_ratio beyond).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds per file before its decode worker is killed (limit.timeout).")
+@click.option("--worker-memory", type=click.IntRange(min=256), default=4096, show_default=True,
+              help="Address-space limit of each decode worker in MiB (limit.rss beyond it).")
+@click.option("--max-consecutive-failures", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Stop when this many files in a row fail with worker.crash/worker.error (a broken environment).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no summary (errors still go to stderr).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def scan(inputs: tuple[str, ...], output: str, from_list: str | None, model: str | None, backend: str, device: str,
          top_k: int | None, batch_size: int, workers: int | None, threads: int | None, cam: str | None,
          cam_target: str | None, threshold: float | None, heatmaps: str, shard_size: int, mode: str | None,
-         follow_symlinks: bool, small_images: str, max_pixels: int, max_bytes: int, quiet: bool,
-         as_json: bool) -> None:
+         follow_symlinks: bool, small_images: str, max_pixels: int, max_bytes: int, archive_max_members: int,
+         archive_max_bytes: int, archive_max_ratio: float, timeout: float, worker_memory: int,
+         max_consecutive_failures: int, quiet: bool, as_json: bool) -> None:
     """Scan images (files, directories, path lists) and write one Parquet row per input.
 
     Directories are walked recursively in byte order of their paths; formats are detected from content.
+    Archives (tar, tar.gz, tar.bz2, tar.xz, zip) are read in memory, never extracted: each member gets a row.
     A file that cannot be scanned gets a row with status error or skipped (never a crash, never lost).
     Exit status 0 means the run completed, whatever the verdicts and error rows.
 
@@ -147,6 +174,7 @@ def scan(inputs: tuple[str, ...], output: str, from_list: str | None, model: str
     Example:
       gcage-fast scan photos/ uploads/batch1 -o results/
       find /data -name '*.jpg' | gcage-fast scan --from-list - -o results/ --heatmaps png
+      gcage-fast scan uploads.tar.gz batch.zip -o results/
       gcage-fast scan photos/ -o results/ --resume        # after an interruption
     """
     from gcage_fast.config import Limits, ScanConfig
@@ -157,8 +185,11 @@ def scan(inputs: tuple[str, ...], output: str, from_list: str | None, model: str
         inputs=inputs, output=output, from_list=from_list, model=model, backend=backend, device=device,
         top_k=top_k, batch_size=batch_size, workers=workers, threads=threads, cam=cam, cam_target=cam_target,
         threshold=threshold, heatmaps=heatmaps, shard_size=shard_size, mode=mode or "new",
+        max_consecutive_failures=max_consecutive_failures,
         follow_symlinks=follow_symlinks, small_images=small_images,
-        limits=Limits(max_bytes=max_bytes, max_pixels=max_pixels),
+        limits=Limits(max_bytes=max_bytes, max_pixels=max_pixels, timeout_s=timeout, worker_memory_mb=worker_memory,
+                      max_members=archive_max_members, max_archive_bytes=archive_max_bytes,
+                      max_ratio=archive_max_ratio),
     )
     progress = _Progress(not quiet)
     try:

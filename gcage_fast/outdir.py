@@ -49,6 +49,8 @@ class PlanEntry:
     path_bytes: bytes
     member_bytes: bytes | None
     preset: tuple[str, str, str] | None
+    member_index: int | None = None
+    flags: tuple[str, ...] = ()
 
 
 class OutputDir:
@@ -194,6 +196,8 @@ class OutputDir:
                 "path": [r.path for r in chunk],
                 "path_bytes": [r.path_bytes for r in chunk],
                 "member_bytes": [r.member for r in chunk],
+                "member_index": [r.member_index for r in chunk],
+                "flags": [list(r.flags) or None for r in chunk],
                 "preset_status": [r.preset[0] if r.preset else None for r in chunk],
                 "preset_code": [r.preset[1] if r.preset else None for r in chunk],
                 "preset_detail": [r.preset[2] if r.preset else None for r in chunk],
@@ -223,7 +227,8 @@ class OutputDir:
         return [
             PlanEntry(t["index"][i], t["input_id"][i], t["path"][i], t["path_bytes"][i], t["member_bytes"][i],
                       None if t["preset_status"][i] is None
-                      else (t["preset_status"][i], t["preset_code"][i], t["preset_detail"][i] or ""))
+                      else (t["preset_status"][i], t["preset_code"][i], t["preset_detail"][i] or ""),
+                      t["member_index"][i], tuple(t["flags"][i] or ()))
             for i in range(len(t["index"]))
         ]
 

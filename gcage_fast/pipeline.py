@@ -11,14 +11,17 @@ scan scores every shard with exactly the batches of an uninterrupted one (bit-id
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,15 +30,17 @@ import pyarrow.parquet as pq
 from gcage_fast import __version__, env
 from gcage_fast.config import ScanConfig, default_workers
 from gcage_fast.detector import Detector, ImageScore
-from gcage_fast.errors import ConfigError
+from gcage_fast.errors import CircuitBreakerError, ConfigError, Interrupted, OutputError
+from gcage_fast.feed import InputFeed
 from gcage_fast.log import logger
 from gcage_fast.outdir import OutputDir, PlanEntry
 from gcage_fast.perturb import parse_perturbations
 from gcage_fast.prepare import Prepared, PrepareTask, prepare
+from gcage_fast.schema import SCHEMA_VERSION
 from gcage_fast.sinks.heatmaps import PREVIEW_MAX, render_overlay, write_png_atomic
 from gcage_fast.sinks.parquet import commit_shard
 from gcage_fast.sources import display_path, enumerate_inputs
-from gcage_fast.workers import WorkerPool, ordered_map
+from gcage_fast.workers import PoolLimits, SupervisedPool, WorkerFailure
 
 __all__ = ["scan", "ScanProgress", "ScanSummary"]
 
@@ -97,8 +102,12 @@ class _Fault:
         self.point = env.fault_point()
 
     def __call__(self, phase: str, n: int) -> None:
-        if self.point is not None and self.point == (phase, n):
+        if self.point is None:
+            return
+        if self.point == (phase, n):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.point == ("enospc", n) and phase == "in_write":
+            raise OSError(errno.ENOSPC, "No space left on device (GCAGE_FAULT_AT)")
 
 
 def _versions() -> dict[str, str]:
@@ -131,6 +140,16 @@ def _fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def _refuse_output_inside_inputs(output: Path, inputs: tuple[str, ...]) -> None:
+    """A scan must not ingest its own parts and heatmaps (or a later scan's)."""
+    out = os.path.realpath(output)
+    for raw in inputs:
+        root = os.path.realpath(raw)
+        if os.path.isdir(root) and (out == root or out.startswith(root.rstrip(os.sep) + os.sep)):
+            raise OutputError(f"the output directory {display_path(os.fsencode(output))} is inside the scanned "
+                              f"input {display_path(os.fsencode(raw))}; choose an output outside it")
+
+
 def _check_resume(previous: dict[str, Any], current: dict[str, Any]) -> None:
     diffs = [k for k in sorted(set(previous) | set(current)) if previous.get(k) != current.get(k)]
     if diffs:
@@ -147,6 +166,7 @@ def _row(entry: PlanEntry, prep: Prepared, score: ImageScore | None, ctx: dict[s
         "path_bytes": entry.path_bytes,
         "member": None if member is None else display_path(member),
         "member_bytes": member,
+        "member_index": entry.member_index,
         "size_bytes": prep.size_bytes,
         "sha256": prep.sha256,
         "format": prep.format,
@@ -158,6 +178,9 @@ def _row(entry: PlanEntry, prep: Prepared, score: ImageScore | None, ctx: dict[s
         "status": prep.status,
         "error_code": prep.error_code,
         "error_detail": prep.error_detail,
+        "flags": list(entry.flags) + prep.flags,
+        "trailing_bytes": prep.trailing_bytes,
+        "exif_orientation": prep.exif_orientation,
         "n_patches_total": prep.n_patches_total,
         "n_patches_scanned": None,
         "padded": prep.padded,
@@ -196,13 +219,37 @@ def _totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter]:
     return status, codes, verdicts
 
 
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM (and SIGINT) stop the scan promptly: the exception unwinds through the worker pool, which kills
+    its workers, and leaves the shard in flight unmarked for --resume. Only the main thread can do this."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = None) -> ScanSummary:
     """Run (or resume) a scan; returns its summary.
 
     Raises:
-        GcageError: for problems of the run (bad options, missing inputs or model, unwritable output). Problems of
-            single files never raise: they are rows.
+        GcageError: for problems of the run (bad options, missing inputs or model, unwritable output, a broken
+            environment, an interrupting signal). Problems of single files never raise: they are rows.
     """
+    with _stop_on_signals():
+        return _scan(config, progress)
+
+
+def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -> ScanSummary:
     from gcage_fast.engine.factory import create_runners, resolve_backend
     from gcage_fast.export.to_onnx import ExportOptions
     from gcage_fast.models.registry import load_model
@@ -227,35 +274,29 @@ def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = N
 
     out = OutputDir(config.output)
     out.precheck(config.mode)
+    _refuse_output_inside_inputs(out.path, config.inputs)
     will_resume = config.mode == "resume" and out.run_json.is_file()
-    refs = None if will_resume else enumerate_inputs(config.inputs, config.from_list, config.follow_symlinks)
+    refs = None if will_resume else enumerate_inputs(config.inputs, config.from_list, config.follow_symlinks,
+                                                     config.limits)
     if refs is not None and not refs:
-        logger.warning("no inputs found in %s", ", ".join(config.inputs) or config.from_list)
+        logger.warning("no inputs found in %s", ", ".join(config.inputs) or str(config.from_list))
     # Engines first (the export may take a while on first use): a failure here leaves no output behind.
     pair = create_runners(model, options, backend, config.device, config.threads)
     workers = default_workers() if config.workers is None else config.workers
     with pair.base, (pair.head or contextlib.nullcontext()), out:
         resumed = out.open_for_scan(config.mode)
+        backend_label = pair.base.info.label
         if resumed:
             previous = out.read_run()
             _check_resume(previous.get("fingerprint", {}), fingerprint)
             run_id = previous["run_id"]
             attempts = int(previous.get("attempts", 0)) + 1
-            plan = out.read_plan_info()
         else:
             run_id, attempts = uuid.uuid4().hex, 1
-            assert refs is not None
-            plan = out.write_plan(refs, config.shard_size, tag=run_id[:12])
-        out.make_dirs()
-        committed = out.committed_shards(plan["n_shards"])
-        out.remove_uncommitted(set(committed))
-        pending = [s for s in plan["shards"] if s["shard"] not in committed]
-
-        backend_label = pair.base.info.label
         info = {
             "run_id": run_id,
             "tool": "gcage_fast",
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
             "versions": _versions(),
             "model": {"id": spec.model_id, "sha256": spec.sha256, "path": str(model.path),
                       "class_names": list(spec.class_names), "has_head": model.head is not None},
@@ -264,11 +305,23 @@ def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = N
             "config": config.to_dict(),
             "fingerprint": fingerprint,
             "workers": workers,
-            "plan": {k: plan[k] for k in ("n_inputs", "shard_size", "n_shards")},
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "attempts": attempts,
-            "state": "running",
+            "state": "planning",
         }
+        out.write_run(info)  # first: a run killed while planning can still be resumed
+        if (out.plan_dir / "plan.json").is_file():
+            plan = out.read_plan_info()
+        else:  # a new run, or one killed before its plan was complete: planning is deterministic
+            if refs is None:
+                refs = enumerate_inputs(config.inputs, config.from_list, config.follow_symlinks, config.limits)
+            plan = out.write_plan(refs, config.shard_size, tag=run_id[:12])
+            _Fault()("after_plan", 0)
+        out.make_dirs()
+        committed = out.committed_shards(plan["n_shards"])
+        out.remove_uncommitted(set(committed))
+        pending = [s for s in plan["shards"] if s["shard"] not in committed]
+        info.update(state="running", plan={k: plan[k] for k in ("n_inputs", "shard_size", "n_shards")})
         out.write_run(info)
         if model.head is None:
             logger.warning("model %s has no G-CAGE head: verdicts come from the base detector alone", spec.model_id)
@@ -278,7 +331,9 @@ def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = N
         detector = Detector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size,
                             keep_heat=config.heatmaps == "png")
         t_scan = time.perf_counter()
-        with WorkerPool(workers) as pool:
+        limits = PoolLimits(timeout_s=config.limits.timeout_s, memory_bytes=config.limits.worker_memory_mb * 2**20,
+                            recycle_rss_bytes=config.limits.worker_memory_mb * 2**20 // 2)
+        with SupervisedPool(workers, prepare, _worker_failure, limits) as pool:
             stats = _run_shards(config, out, plan, pending, pool, detector, ctx, resolved["top_k"], workers,
                                 progress, t_scan)
         scan_s = time.perf_counter() - t_scan
@@ -293,32 +348,27 @@ def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = N
     return ScanSummary(
         output=str(out.path), run_id=run_id, resumed=resumed, n_inputs=plan["n_inputs"], status=dict(status),
         error_codes=dict(codes), verdicts=dict(verdicts), processed=stats["processed"], patches=stats["patches"],
-        wall_s=wall, scan_s=scan_s, shards_total=plan["n_shards"], shards_written=len(pending), shards_skipped=len(committed),
+        wall_s=wall, scan_s=scan_s, shards_total=plan["n_shards"], shards_written=len(pending),
+        shards_skipped=len(committed),
         model_id=spec.model_id, backend=backend_label, cam_method=options.cam_method,
     )
 
 
+#: Failures that do not depend on what a file contains; a long run of one of them trips the circuit breaker.
+_ENVIRONMENT_ERRORS = frozenset({"worker.crash", "worker.error"})
+
+
+def _worker_failure(task: PrepareTask, failure: WorkerFailure) -> Prepared:
+    return Prepared(task.index).fail(failure.code, failure.detail)
+
+
 def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pending: list[dict[str, Any]],
-                pool: WorkerPool, detector: Detector, ctx: dict[str, Any], top_k: int, workers: int,
+                pool: SupervisedPool, detector: Detector, ctx: dict[str, Any], top_k: int, workers: int,
                 progress: Callable[[ScanProgress], None] | None, t_start: float) -> dict[str, int]:
     fault = _Fault()
     todo = sum(s["rows"] for s in pending)
     preview_max = PREVIEW_MAX if config.heatmaps == "png" else 0
     perturb = parse_perturbations(config.perturb)[0] if config.perturb else None
-
-    def items() -> Iterator[tuple[object, PrepareTask | None, Prepared | None]]:
-        for s in pending:
-            for entry in out.read_plan_shard(s["shard"], s["sha256"]):
-                tag = (s["shard"], entry)
-                if entry.preset is not None:
-                    st, code, detail = entry.preset
-                    yield tag, None, Prepared(entry.index).fail(code, detail, st)
-                else:
-                    yield tag, PrepareTask(entry.index, entry.path_bytes, top_k, config.small_images,
-                                           config.limits, preview_max, perturb), None
-
-    def on_error(task: PrepareTask, exc: BaseException) -> Prepared:
-        return Prepared(task.index).fail("worker.error", f"{type(exc).__name__}: {exc}")
 
     stats = {"processed": 0, "patches": 0, "errors": 0}
     shard_rows: dict[int, list[tuple[PlanEntry, Prepared]]] = {}
@@ -340,9 +390,20 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
         batch.clear()
 
     window = max(2, 4 * workers)
-    for (shard, entry), prep in ordered_map(pool, prepare, items(), window, on_error):
+    streak_code, streak = None, 0
+    feed = InputFeed(out, pending, config, top_k, preview_max, perturb)
+    for (shard, entry), prep in pool.imap(feed, window):
         rows = shard_rows.setdefault(shard, [])
         rows.append((entry, prep))
+        if prep.error_code in _ENVIRONMENT_ERRORS:
+            streak = streak + 1 if prep.error_code == streak_code else 1
+            streak_code = prep.error_code
+            if streak >= config.max_consecutive_failures:
+                raise CircuitBreakerError(
+                    f"{streak} consecutive files failed with {streak_code} ({prep.error_detail}); this points at the "
+                    "environment rather than the inputs, so the scan stops here (fix it, then --resume)")
+        else:
+            streak_code, streak = None, 0
         if prep.status == "ok":
             batch.append((entry, prep))
             stats["patches"] += len(prep.patches)
@@ -364,7 +425,10 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
 def _write_heatmap(out: OutputDir, entry: PlanEntry, prep: Prepared, score: ImageScore, run_id: str) -> None:
     label = f"{score.verdict} p_fake={score.p_fake:.3f}"
     img = render_overlay(prep.preview, prep.preview_scale, prep.boxes, score.heat, label=label)
-    write_png_atomic(img, out.heatmap_path(entry.input_id), tag=run_id[:12])
+    try:
+        write_png_atomic(img, out.heatmap_path(entry.input_id), tag=run_id[:12])
+    except OSError as exc:  # like a part that cannot be written: the run stops, --resume redoes the shard
+        raise OutputError(f"cannot write a heatmap to {out.heatmaps_dir}: {exc.strerror or exc}") from None
 
 
 def _finish_shard(out: OutputDir, shard: int, items: list[tuple[PlanEntry, Prepared]], scores: dict[int, ImageScore],

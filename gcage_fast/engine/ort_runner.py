@@ -16,7 +16,23 @@ from gcage_fast.errors import EngineError, ModelError
 from gcage_fast.hashing import sha256_file
 from gcage_fast.optional import require
 
-__all__ = ["OrtRunner", "providers_for"]
+__all__ = ["OrtRunner", "providers_for", "refuse_external_data"]
+
+
+def refuse_external_data(path: Path) -> None:
+    """Refuse a graph that references external tensor data: gcage_fast writes self-contained graphs, and an
+    external-data path is a known way to make a runtime read arbitrary host files into tensors."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - a graph onnx cannot parse is refused
+        raise ModelError(f"cannot parse {path} as ONNX: {str(exc).splitlines()[0]}") from exc
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        raise ModelError(f"{path} references external tensor data; gcage_fast only runs self-contained graphs")
 
 
 def providers_for(device: str) -> tuple[str, ...]:
@@ -56,6 +72,7 @@ class OrtRunner:
             if actual != self.expected_sha256:
                 raise ModelError(f"{self.path} does not match its recorded sha256 ({actual[:16]}… != "
                                  f"{self.expected_sha256[:16]}…); delete it to re-export")
+        refuse_external_data(self.path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:

@@ -53,8 +53,12 @@ def render_overlay(preview: np.ndarray, scale: float, boxes: np.ndarray, heat: n
 
 
 def write_png_atomic(image: Image.Image, path: Path, tag: str) -> None:
-    """Write a PNG without following links at the destination: temp file (O_EXCL|O_NOFOLLOW) then rename."""
+    """Write a PNG without following links at the destination: temp file (O_EXCL|O_NOFOLLOW) then rename, in a
+    directory that must not be a link."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for d in (path.parent, path.parent.parent):
+        if d.is_symlink():
+            raise OSError(f"refusing to write heatmaps through the symbolic link {d}")
     buf = io.BytesIO()
     image.save(buf, "PNG", optimize=False)
     tmp = tmp_name(path, tag)

@@ -45,6 +45,8 @@ def commit_shard(out: OutputDir, shard: int, rows: list[dict[str, Any]], *, run_
     try:
         writer = pq.ParquetWriter(tmp, ROW_SCHEMA, compression="zstd")
         writer.write_table(table)  # one row group per shard
+        if fault:
+            fault("in_write", shard)
         writer.close()
         fd = os.open(tmp, os.O_RDONLY)
         try:

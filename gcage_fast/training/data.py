@@ -23,7 +23,7 @@ from gcage_fast.hashing import sha256_json
 from gcage_fast.log import logger
 from gcage_fast.patches import PATCH, pad_to_patch, select
 from gcage_fast.prepare import read_file
-from gcage_fast.workers import WorkerPool, ordered_map
+from gcage_fast.workers import SupervisedPool, WorkerFailure
 
 __all__ = ["RegionTask", "extract_regions", "PatchCache", "Augment", "augment_patch"]
 
@@ -50,6 +50,10 @@ def extract_regions(task: RegionTask) -> tuple[int, np.ndarray | None, str | Non
     size = PATCH + 2 * m
     regions = np.stack([padded[y:y + size, x:x + size] for x, y in sel.boxes])
     return task.index, regions, None
+
+
+def _region_failure(task: RegionTask, failure: WorkerFailure) -> tuple[int, None, str]:
+    return task.index, None, failure.code
 
 
 class PatchCache:
@@ -89,9 +93,8 @@ class PatchCache:
         regions = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items) * top_k, size, size, 3))
         labels, classes, image, n, failed = [], [], [], 0, 0
         tasks = ((i, RegionTask(i, str(item.path), top_k, margin, limits), None) for i, item in enumerate(items))
-        with WorkerPool(workers) as pool:
-            for _, (index, reg, error) in ordered_map(pool, extract_regions, tasks, max(2, 4 * workers),
-                                                      lambda t, e: (t.index, None, f"{type(e).__name__}")):
+        with SupervisedPool(workers, extract_regions, _region_failure) as pool:
+            for _, (index, reg, error) in pool.imap(tasks, max(2, 4 * workers)):
                 if reg is None:
                     failed += 1
                     logger.warning("skipping %s: %s", items[index].relpath, error)

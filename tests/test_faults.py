@@ -1,0 +1,72 @@
+"""E3 (rest): a full disk stops the run without publishing a partial part; SIGTERM stops it promptly with no
+orphan workers and a resumable output; the circuit breaker stops a run whose environment is broken."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import genimages as gen
+from helpers import read_rows, run_cli
+from test_workers import processes_with
+
+
+def test_disk_full_is_a_run_level_error(tmp_path, tiny_model_dir):
+    src = tmp_path / "src"
+    for i in range(12):
+        gen.save_image(src / f"{i}.jpg", 260, 240, i)
+    out = tmp_path / "out"
+    args = ["scan", src, "-o", out, "--model", tiny_model_dir, "--shard-size", "4", "--workers", "0", "--quiet"]
+    res = run_cli(*args, env={"GCAGE_FAULT_AT": "enospc:1"}, check=False)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (f"Error: cannot write shard 1 to {out}: No space left on device "
+                                                   "(GCAGE_FAULT_AT)")
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["shard-00000.parquet"]  # nothing partial
+    assert sorted(p.name for p in (out / "commits").iterdir()) == ["shard-00000.json"]
+    run_cli(*args, "--resume")
+    assert len(read_rows(out)) == 12
+    run_cli("verify", out)
+
+
+def test_sigterm_stops_promptly_and_resumes(tmp_path, tiny_model_dir):
+    src = tmp_path / "src"
+    for i in range(80):
+        gen.save_image(src / f"{i:02d}.jpg", 300, 260, i)
+    out = tmp_path / "out"
+    tag = f"gcage-test-{uuid.uuid4().hex}"
+    args = [sys.executable, "-m", "gcage_fast", "scan", str(src), "-o", str(out), "--model", str(tiny_model_dir),
+            "--shard-size", "10", "--workers", "2", "--quiet"]
+    import os
+
+    proc = subprocess.Popen(args, env=dict(os.environ, GCAGE_TEST_TAG=tag), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((out / "commits").glob("*.json"))) < 1:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the scan finished before it could be interrupted"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Error: interrupted by SIGTERM; run the same command with --resume to continue" in err
+    assert processes_with(tag) == []
+    assert json.loads((out / "run.json").read_text())["state"] == "running"
+    run_cli(*args[3:], "--resume")
+    assert len(read_rows(out)) == 80
+    run_cli("verify", out)
+
+
+def test_circuit_breaker(tmp_path, tiny_model_dir):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(8):
+        (src / f"{i}.jpg").write_bytes(b"GCAGE-TEST-ABORT" + bytes([i]) * 32)
+    out = tmp_path / "out"
+    res = run_cli("scan", src, "-o", out, "--model", tiny_model_dir, "--workers", "1", "--quiet",
+                  "--max-consecutive-failures", "3", env={"GCAGE_TEST_HOOKS": "1"}, check=False, timeout=180)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "Error: 3 consecutive files failed with worker.crash (the decode worker died twice on this file (SIGABRT))")
