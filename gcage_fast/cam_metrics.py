@@ -104,7 +104,7 @@ def cam_metrics_table(report: dict[str, Any]) -> str:
     """Markdown: one row per method (all images), then per label."""
     keys = ["drop", "increase"] + [f"{k}@{x}" for x in report["keep_top"] for k in ("drop", "increase")] + [
         "road_morf", "road_lerf", "road_combined"]
-    head = ["method", "images", "s/patch", *keys]
+    head = ["method", "images", "flat", "s/patch", *keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group in ("all", "real", "fake"):
         for m in report["methods"]:
@@ -113,7 +113,7 @@ def cam_metrics_table(report: dict[str, Any]) -> str:
                 continue
             name = m if group == "all" else f"{m} ({group})"
             sec = report["results"][m]["seconds_per_patch"]
-            cells = [name, str(r["n"]), "" if sec is None else f"{sec:.2f}"]
-            cells += [f"{r[k]:.4f}" for k in keys]
+            cells = [name, str(r["n"]), f"{r['flat']:.0%}", "" if sec is None else f"{sec:.2f}"]
+            cells += ["n/a" if r[k] != r[k] else f"{r[k]:.4f}" for k in keys]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

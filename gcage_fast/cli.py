@@ -368,7 +368,10 @@ def _int_list(text: str | None) -> tuple[int, ...] | None:
 
 
 def _percent_list(text: str, option: str) -> tuple[int, ...]:
-    values = _int_list(text) or ()
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
     if not values or any(not 1 <= v <= 99 for v in values):
         raise click.BadParameter(f"expected a comma list of percentages between 1 and 99, got {text!r}",
                                  param_hint=option)

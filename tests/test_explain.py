@@ -204,6 +204,9 @@ def test_cam_quality_on_a_detector_we_can_compute_by_hand():
     assert q["drop@50"] == pytest.approx(0.0, abs=1e-6)  # the rest filled with the mean colour, 0.5
     # A flat patch imputes to itself (+ noise of mean zero): ROAD changes the score by about nothing.
     assert abs(q["road_morf"]) < 0.01 and abs(q["road_lerf"]) < 0.01
+    assert q["flat"] == 0.0
+    flat = cam_quality(x, np.zeros_like(heat), target, probs_fn, probs_fn(x[None])[0])
+    assert flat["flat"] == 1.0 and all(np.isnan(v) for k, v in flat.items() if k != "flat")
 
 
 def test_parse_methods():
@@ -281,3 +284,24 @@ def test_explain_cli_errors(cli, tiny_model_dir, tmp_path):
             check=False)
     assert r.returncode == 1 and "Error: unknown CAM method gradcan; choose from gradcam" in r.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_eval_cam_metrics_table(cli, tiny_model_dir, tmp_path):
+    data = tmp_path / "data"
+    for i in range(3):
+        gen.save_image(data / "real" / f"r{i}.jpg", 260, 240, i)
+        gen.save_image(data / "ai" / f"f{i}.png", 240, 260, 10 + i, "PNG")
+    js = tmp_path / "m.json"
+    r = cli("eval", data, "--model", tiny_model_dir, "--cam-metrics", "gradcam++,eigencam", "--max-images", "4",
+            "--road-percentiles", "30,70", "--json", js, "--quiet")
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == ("| method | images | flat | s/patch | drop | increase | drop@25 | increase@25 | road_morf | "
+                        "road_lerf | road_combined |")
+    assert [ln.split(" | ")[0] for ln in lines[2:]] == [
+        "| gradcam++", "| eigencam", "| gradcam++ (real)", "| eigencam (real)", "| gradcam++ (fake)",
+        "| eigencam (fake)"]
+    report = json.loads(js.read_text())
+    assert report["data"]["n_images"] == 4 and report["road_percentiles"] == [30, 70]
+    assert report["results"]["eigencam"]["real"]["n"] == 2 and report["results"]["eigencam"]["fake"]["n"] == 2
+    r = cli("eval", data, "--model", tiny_model_dir, "--cam-metrics", "gradcam", "--keep-top", "0", check=False)
+    assert r.returncode == 2 and "expected a comma list of percentages between 1 and 99" in r.stderr

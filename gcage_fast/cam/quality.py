@@ -10,6 +10,7 @@ Every metric perturbs the patch according to the heatmap, runs the perturbed pat
 - ROAD (Rong et al., ICML 2022): the most (MoRF) or least (LeRF) relevant pixels removed and re-imputed by the
   noisy linear imputer, at several percentiles; ``road_morf`` and ``road_lerf`` are the mean Δ over the
   percentiles, ``road_combined`` = (LeRF − MoRF) / 2, higher is better.
+- ``flat``: 1 for a heatmap with no variation (no pixel ranks above another); its other metrics are NaN.
 
 The imputer fills the removed pixels so that each equals the weighted mean of its 8 neighbours (1/6 for edge
 neighbours, 1/12 for diagonal ones, renormalised at the patch border) and then adds 0.01·N(0, 1) noise
@@ -131,6 +132,10 @@ def cam_quality(patch: np.ndarray, heat: np.ndarray, target: CamTarget,
     """
     patch = np.asarray(patch, dtype=np.float32)
     heat = np.asarray(heat, dtype=np.float32)
+    if not float(heat.max()) > float(heat.min()):
+        # A flat heatmap (e.g. no positive evidence for the target anywhere) ranks no pixel above another:
+        # the metrics are undefined, and averages leave it out (``flat`` counts them).
+        return {**{k: float("nan") for k in options.keys()}, "flat": 1.0}
     y0 = float(target_from_probs(target, reference[None], reference)[0])
     batch: list[np.ndarray] = [patch * heat[None]]
     mean = patch.mean(axis=(1, 2), keepdims=True)
@@ -157,10 +162,16 @@ def cam_quality(patch: np.ndarray, heat: np.ndarray, target: CamTarget,
     out["road_morf"] = float(np.mean(morf)) if morf else float("nan")
     out["road_lerf"] = float(np.mean(lerf)) if lerf else float("nan")
     out["road_combined"] = (out["road_lerf"] - out["road_morf"]) / 2
+    out["flat"] = 0.0
     return {k: float(v) for k, v in out.items()}
 
 
 def mean_quality(rows: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over several heatmaps (NaN entries ignored)."""
+    """Mean of each metric over several heatmaps, NaN entries (flat heatmaps) left out; NaN when all are."""
     keys = rows[0].keys() if rows else []
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    out = {}
+    for k in keys:
+        v = np.array([r[k] for r in rows], dtype=np.float64)
+        v = v[~np.isnan(v)]
+        out[k] = float(v.mean()) if len(v) else float("nan")
+    return out
