@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gcage_fast.engine.base import Runner, infer_chunked
-from gcage_fast.kernels.reference import PATCH, fuse_cam_from_patches, gather_patches, quantize_cams
+from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
+from gcage_fast.kernels.reference import PATCH, gather_patches, quantize_cams
 from gcage_fast.models.spec import ModelSpec
 from gcage_fast.prepare import Prepared
 
@@ -66,7 +67,7 @@ class Detector:
         x = gather_patches([strip], boxes)
         out = infer_chunked(self.base, x, self.batch_size)
         probs, cams = out["probs"], out["cam"]
-        fused = fuse_cam_from_patches(x, cams)
+        fused = fuse_cam_from_patches_fast(x, cams)
         auth = self.spec.authentic_index
         if self.head is not None:
             patch_p = infer_chunked(self.head, fused, self.batch_size)["p_fake"].astype(np.float32)

@@ -35,6 +35,7 @@ from gcage_fast.feed import InputFeed
 from gcage_fast.log import logger
 from gcage_fast.outdir import OutputDir, PlanEntry
 from gcage_fast.perturb import parse_perturbations
+from gcage_fast.prefetch import Prefetch
 from gcage_fast.prepare import Prepared, PrepareTask, prepare
 from gcage_fast.schema import SCHEMA_VERSION
 from gcage_fast.sinks.heatmaps import PREVIEW_MAX, render_overlay, write_png_atomic
@@ -389,36 +390,37 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
             scores[prep.index] = score
         batch.clear()
 
-    window = max(2, 4 * workers)
+    window = max(2, 4 * workers)  # files in flight in the pool; as many again may wait, decoded, for the engine
     streak_code, streak = None, 0
     feed = InputFeed(out, pending, config, top_k, preview_max, perturb)
-    for (shard, entry), prep in pool.imap(feed, window):
-        rows = shard_rows.setdefault(shard, [])
-        rows.append((entry, prep))
-        if prep.error_code in _ENVIRONMENT_ERRORS:
-            streak = streak + 1 if prep.error_code == streak_code else 1
-            streak_code = prep.error_code
-            if streak >= config.max_consecutive_failures:
-                raise CircuitBreakerError(
-                    f"{streak} consecutive files failed with {streak_code} ({prep.error_detail}); this points at the "
-                    "environment rather than the inputs, so the scan stops here (fix it, then --resume)")
-        else:
-            streak_code, streak = None, 0
-        if prep.status == "ok":
-            batch.append((entry, prep))
-            stats["patches"] += len(prep.patches)
-            if sum(len(p.patches) for _, p in batch) >= config.batch_size:
+    with Prefetch(pool.imap(feed, window), window) as results:
+        for (shard, entry), prep in results:
+            rows = shard_rows.setdefault(shard, [])
+            rows.append((entry, prep))
+            if prep.error_code in _ENVIRONMENT_ERRORS:
+                streak = streak + 1 if prep.error_code == streak_code else 1
+                streak_code = prep.error_code
+                if streak >= config.max_consecutive_failures:
+                    raise CircuitBreakerError(
+                        f"{streak} consecutive files failed with {streak_code} ({prep.error_detail}); this points "
+                        "at the environment rather than the inputs, so the scan stops here (fix it, then --resume)")
+            else:
+                streak_code, streak = None, 0
+            if prep.status == "ok":
+                batch.append((entry, prep))
+                stats["patches"] += len(prep.patches)
+                if sum(len(p.patches) for _, p in batch) >= config.batch_size:
+                    flush(shard)
+            elif prep.status == "error":
+                stats["errors"] += 1
+            stats["processed"] += 1
+            fault("image", stats["processed"])
+            if len(rows) == expected[shard]:
                 flush(shard)
-        elif prep.status == "error":
-            stats["errors"] += 1
-        stats["processed"] += 1
-        fault("image", stats["processed"])
-        if len(rows) == expected[shard]:
-            flush(shard)
-            _finish_shard(out, shard, shard_rows.pop(shard), scores, ctx, heatmaps_written.pop(shard, 0), fault)
-        if progress is not None:
-            progress(ScanProgress(stats["processed"], todo, plan["n_inputs"], stats["errors"], stats["patches"],
-                                  time.perf_counter() - t_start))
+                _finish_shard(out, shard, shard_rows.pop(shard), scores, ctx, heatmaps_written.pop(shard, 0), fault)
+            if progress is not None:
+                progress(ScanProgress(stats["processed"], todo, plan["n_inputs"], stats["errors"], stats["patches"],
+                                      time.perf_counter() - t_start))
     return stats
 
 

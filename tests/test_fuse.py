@@ -74,3 +74,22 @@ def test_minmax_and_quantize():
     q = quantize_cams(maps)
     assert q.dtype == np.uint8 and q.shape == (3, 4)
     assert q[0].tolist() == [0, 64, 128, 255] and q[1].tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("shape", [(7, 7), (5, 9), (1, 3)])
+def test_fast_cpu_fuse_matches_the_reference(seed, shape):
+    from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
+
+    rng = np.random.default_rng(seed)
+    n, p = 5, 37 + seed * 50  # odd patch sizes too
+    patches = rng.random((n, 3, p, p), dtype=np.float32)
+    cams = rng.random((n, *shape)).astype(np.float32) * rng.uniform(1e-3, 1e3)
+    cams[1] = 0.0  # all-zero map -> zeros
+    cams[2] = 3.5  # flat map -> zeros
+    ref = fuse_cam_from_patches(patches, cams)
+    got = fuse_cam_from_patches_fast(patches, cams)
+    assert got.dtype == np.float32 and got.shape == ref.shape == (n, 4, p, p)
+    assert np.array_equal(got[:, :3], ref[:, :3])
+    assert np.abs(got[:, 3] - ref[:, 3]).max() <= 1e-5  # both maps are in [0, 1]
+    assert not got[1:3, 3].any()

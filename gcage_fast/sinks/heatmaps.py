@@ -60,7 +60,7 @@ def write_png_atomic(image: Image.Image, path: Path, tag: str) -> None:
         if d.is_symlink():
             raise OSError(f"refusing to write heatmaps through the symbolic link {d}")
     buf = io.BytesIO()
-    image.save(buf, "PNG", optimize=False)
+    image.save(buf, "PNG", compress_level=1)  # level 6 (the default) made overlays cost more than scoring
     tmp = tmp_name(path, tag)
     try:
         os.unlink(tmp)  # a stale temp from a killed run (unlink never follows a link)
