@@ -10,7 +10,7 @@ TRAIN_DIR ?= build/faces
 BUNDLE := gcage_fast/models/bundled/faces-gcage
 EVAL_PERTURB := none,jpeg:75,jpeg:50,blur:1,noise:5,resize:0.5,grayscale
 
-.PHONY: install demo test bundled-model clean
+.PHONY: install demo test bundled-model docs-images clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,17 @@ bundled-model: install
 	cp $(TRAIN_DIR)/base/training.json $(BUNDLE)/training_base.json
 	cp $(TRAIN_DIR)/gcage/training.json $(BUNDLE)/training_head.json
 	cp $(TRAIN_DIR)/eval-test.json $(TRAIN_DIR)/eval-test.md $(BUNDLE)/
+
+# The pictures in README.md: an explanation, every CAM method on one patch, and the report of the demo scan
+# (the screenshot needs Chromium).
+docs-images: demo
+	mkdir -p docs/images
+	$(BIN)/gcage-fast explain gcage_fast/samples/images/rocket.jpg -o docs/images/explain-rocket.png --cam gradcam++
+	$(BIN)/gcage-fast explain gcage_fast/samples/images/rocket.jpg -o docs/images/explain-rocket-all-cams.png \
+		--all-cams --patch 1 --cam all --json docs/images/explain-rocket-all-cams.json
+	$(BIN)/gcage-fast report $(DEMO_OUT) -o $(DEMO_OUT)/report.html
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,1900 \
+		--screenshot=docs/images/report.png file://$(abspath $(DEMO_OUT))/report.html
 
 clean:
 	rm -rf $(VENV) .demo $(DEMO_OUT) .pytest_cache build

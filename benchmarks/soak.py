@@ -28,10 +28,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 import genarchives as arc  # noqa: E402
 import genbad as bad  # noqa: E402
 import genimages as gen  # noqa: E402
+from benchmarks.common import children as _children  # noqa: E402
+from benchmarks.common import rss as _rss  # noqa: E402
 
 SHARD = 2000
 
@@ -131,27 +134,6 @@ def build_corpus(root: Path, n_files: int, seed: int = 0) -> tuple[Counter, int]
 
 
 # ------------------------------------------------------------------------------------------------ monitoring
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(d.name))
-    return out
-
-
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
 def _fds(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
