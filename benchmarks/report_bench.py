@@ -36,7 +36,7 @@ def main() -> int:
         "# `gcage-fast report`: time and size",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"{time.strftime('%Y-%m-%d')}. Command: `python benchmarks/report_bench.py --rows {args.rows}`.",
+        f"{time.strftime('%Y-%m-%d')}. Command: `python benchmarks/report_bench.py {' '.join(sys.argv[1:])}`.",
         "Synthetic outputs (tests/genoutput.py): shards of 2,000 rows, 97% ok with 3 patches each, 2% errors, "
         f"1% skipped; heatmap PNGs (1024×768) for the {args.top} most suspicious rows. Time: the `gcage-fast "
         f"report` command end to end (a fresh process each time), median of {args.repeat} runs (min-max).",
