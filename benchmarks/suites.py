@@ -203,8 +203,13 @@ def stages_suite(model_ref: str | None, backend: str, quick: bool, threads: int 
         with tempfile.TemporaryDirectory() as tmp:
             table = pa.table({"p_fake": p.astype(np.float32),
                               "cam": pa.array(list(quantize_cams(out["cam"])), type=pa.list_(pa.uint8()))})
-            pq.write_table(table, Path(tmp) / "part.parquet", compression="zstd")
-            os.fsync(os.open(Path(tmp) / "part.parquet", os.O_RDONLY))
+            part = Path(tmp) / "part.parquet"
+            pq.write_table(table, part, compression="zstd")
+            fd = os.open(part, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         times["write"] = time.perf_counter() - t
     total = sum(times.values())
     return [{"stage": k, "seconds": v, "share": v / total, "images": len(files), "patches": n,

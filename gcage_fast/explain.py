@@ -9,7 +9,7 @@ large batches; AblationCAM is one batched pass of the MLP (see :mod:`gcage_fast.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,15 +151,20 @@ class Explainer:
         # requested target and layer; Grad-CAM's weights are the uniform gradient the forward family needs.
         verdict_opts = ExportOptions.for_model(model, with_activations=False)
         explain_opts = ExportOptions.for_model(model, "gradcam", self.target_text, self.layer, with_activations=True)
-        self._verdict = create_runners(model, verdict_opts, self.backend, "cpu", threads)
-        self._explain = create_runners(model, explain_opts, self.backend, "cpu", threads).base
+        explain_pair = create_runners(model, explain_opts, self.backend, "cpu", threads)
+        self._explain = explain_pair.base
+        if verdict_opts == replace(explain_opts, with_activations=False):
+            # The model's own CAM is Grad-CAM on the explained target and layer (the bundled model, for one): the
+            # explanation graph computes the verdict too, so one export and one session serve both.
+            self._verdict = explain_pair
+        else:
+            self._verdict = create_runners(model, verdict_opts, self.backend, "cpu", threads)
         self._open: list[Runner] = []
 
     def __enter__(self) -> Explainer:
-        for r in (self._verdict.base, self._verdict.head, self._explain):
-            if r is not None:
-                r.__enter__()
-                self._open.append(r)
+        for r in dict.fromkeys(r for r in (self._verdict.base, self._verdict.head, self._explain) if r is not None):
+            r.__enter__()
+            self._open.append(r)
         return self
 
     def __exit__(self, *exc: object) -> None:

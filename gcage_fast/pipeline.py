@@ -36,12 +36,12 @@ from gcage_fast.log import logger
 from gcage_fast.outdir import OutputDir, PlanEntry
 from gcage_fast.perturb import parse_perturbations
 from gcage_fast.prefetch import Prefetch
-from gcage_fast.prepare import Prepared, PrepareTask, prepare
+from gcage_fast.prepare import Prepared, prepare, prepare_failure
 from gcage_fast.schema import SCHEMA_VERSION
 from gcage_fast.sinks.heatmaps import PREVIEW_MAX, render_overlay, write_png_atomic
 from gcage_fast.sinks.parquet import commit_shard
 from gcage_fast.sources import display_path, enumerate_inputs
-from gcage_fast.workers import PoolLimits, SupervisedPool, WorkerFailure
+from gcage_fast.workers import PoolLimits, SupervisedPool
 
 __all__ = ["scan", "ScanProgress", "ScanSummary"]
 
@@ -334,7 +334,7 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
         t_scan = time.perf_counter()
         limits = PoolLimits(timeout_s=config.limits.timeout_s, memory_bytes=config.limits.worker_memory_mb * 2**20,
                             recycle_rss_bytes=config.limits.worker_memory_mb * 2**20 // 2)
-        with SupervisedPool(workers, prepare, _worker_failure, limits) as pool:
+        with SupervisedPool(workers, prepare, prepare_failure, limits) as pool:
             stats = _run_shards(config, out, plan, pending, pool, detector, ctx, resolved["top_k"], workers,
                                 progress, t_scan)
         scan_s = time.perf_counter() - t_scan
@@ -357,10 +357,6 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
 
 #: Failures that do not depend on what a file contains; a long run of one of them trips the circuit breaker.
 _ENVIRONMENT_ERRORS = frozenset({"worker.crash", "worker.error"})
-
-
-def _worker_failure(task: PrepareTask, failure: WorkerFailure) -> Prepared:
-    return Prepared(task.index).fail(failure.code, failure.detail)
 
 
 def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pending: list[dict[str, Any]],

@@ -13,6 +13,7 @@ import signal
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,9 @@ from gcage_fast.archives import is_archive_bytes
 from gcage_fast.decode import DecodeFailure, decode_rgb, sniff_format
 from gcage_fast.patches import PATCH, pad_to_patch, select
 from gcage_fast.perturb import Perturbation, apply_perturbation
+
+if TYPE_CHECKING:
+    from gcage_fast.workers import WorkerFailure
 
 __all__ = ["PrepareTask", "Prepared", "prepare", "read_file"]
 
@@ -157,6 +161,12 @@ def _extension_mismatch(name: bytes, fmt: str) -> bool:
     """True when the name has a known image extension that disagrees with the content (never used to decide)."""
     ext = name.rsplit(b".", 1)[-1].lower() if b"." in name.rsplit(b"/", 1)[-1] else b""
     return ext in _EXTENSIONS and _EXTENSIONS[ext] != fmt
+
+
+def prepare_failure(task: PrepareTask, failure: WorkerFailure) -> Prepared:
+    """The row of a file whose worker failed (crash, timeout, memory): the pool's ``on_failure`` for
+    :func:`prepare`."""
+    return Prepared(index=task.index).fail(failure.code, failure.detail)
 
 
 def prepare(task: PrepareTask) -> Prepared:

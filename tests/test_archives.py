@@ -5,7 +5,6 @@ import os
 import tarfile
 from pathlib import Path
 
-import pytest
 
 import genarchives as arc
 from helpers import read_rows, run_cli

@@ -2,7 +2,6 @@
 and passes `gcage-fast verify`. A8: its scores equal the torch reference pipeline's."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -1,11 +1,9 @@
 """E2: a native crash, a hang and a memory blow-up in a decode worker each cost exactly one error row; the scan
 completes, and no worker process outlives it."""
 
-import os
 import uuid
 from pathlib import Path
 
-import pytest
 
 import genimages as gen
 from gcage_fast.workers import PoolLimits, SupervisedPool

@@ -7,7 +7,6 @@ suspicious rows, so a million-row output is summarised in seconds and little mem
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,7 +136,3 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "last_attempt": last,
         "versions": run.get("versions") or {},
     }
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)

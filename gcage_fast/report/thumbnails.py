@@ -20,9 +20,9 @@ from PIL import Image
 from gcage_fast.config import Limits
 from gcage_fast.kernels.reference import PATCH, upsample_cams
 from gcage_fast.outdir import OutputDir
-from gcage_fast.prepare import Prepared, PrepareTask, prepare
+from gcage_fast.prepare import PrepareTask, prepare, prepare_failure
 from gcage_fast.sinks.heatmaps import jet, render_overlay
-from gcage_fast.workers import PoolLimits, SupervisedPool, WorkerFailure
+from gcage_fast.workers import PoolLimits, SupervisedPool
 
 __all__ = ["Thumbnail", "make_thumbnails", "THUMB_MAX"]
 
@@ -63,10 +63,6 @@ def _cams_only(row: dict[str, Any]) -> Image.Image:
     return out
 
 
-def _preview_failure(task: PrepareTask, failure: WorkerFailure) -> Prepared:
-    return Prepared(index=task.index).fail(failure.code, failure.detail)
-
-
 def _open_heatmap(od: OutputDir, input_id: str) -> Image.Image | None:
     path = od.heatmap_path(input_id)
     try:
@@ -98,7 +94,7 @@ def make_thumbnails(od: OutputDir, rows: list[dict[str, Any]], read_sources: boo
         tasks = ((row, PrepareTask(i, row["path_bytes"], 1, limits=limits, preview_max=THUMB_MAX * 2), None)
                  for i, row in enumerate(need_source))
         pool_limits = PoolLimits(timeout_s=limits.timeout_s, memory_bytes=limits.worker_memory_mb * 2**20)
-        with SupervisedPool(1, prepare, _preview_failure, pool_limits) as pool:
+        with SupervisedPool(1, prepare, prepare_failure, pool_limits) as pool:
             for row, prepared in pool.imap(tasks, window=4):
                 same = prepared.sha256 is not None and prepared.sha256 == row.get("sha256")
                 if prepared.status == "ok" and prepared.preview is not None and same:
