@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[cpu,dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[cpu,dev,triton]'
 	touch $@
 
 demo: install

@@ -1,4 +1,5 @@
-"""Benchmarks of gcage_fast: ``python -m benchmarks [--suites engine,pipeline,stages,scaling] [--quick]``.
+"""Benchmarks of gcage_fast: ``python -m benchmarks [--suites engine,pipeline,stages,scaling,kernels,precision]
+[--precisions fp32,int8,...] [--quick]``.
 
 Every run appends its rows to ``RESULTS/runs.csv`` and writes one markdown table per suite to
 ``RESULTS/<tag>-<suite>.md`` (see benchmarks/README.md).
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, append_csv, machine, markdown
 
-SUITES = ("engine", "pipeline", "stages", "scaling")
+SUITES = ("engine", "pipeline", "stages", "scaling", "kernels", "precision")
+FACES = ROOT.parent / "shared" / "data" / "faces"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="model name or directory (default: the bundled model)")
     ap.add_argument("--backends", default="ort,torch", help="comma list of ort, torch")
     ap.add_argument("--batch-sizes", default="8,32", help="engine suite batch sizes")
+    ap.add_argument("--precisions", default="fp32",
+                    help="comma list of fp32, fp16, int8 (ort) and bf16 (torch) for the engine, pipeline and "
+                         "precision suites (default: fp32; the precision suite defaults to all four)")
+    ap.add_argument("--calibration", help="int8 calibration images (default: the bundled samples)")
+    ap.add_argument("--faces", type=Path, default=FACES, help="faces data for the precision suite's AP")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, help="engine threads (default: one per core)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline in the pipeline suite")
@@ -43,18 +50,33 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks import suites as s
 
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     for suite in suites:
         t0 = time.perf_counter()
         print(f"[{suite}] running ...", file=sys.stderr, flush=True)
-        if suite == "stages":
+        if suite == "kernels":
+            from benchmarks import bench_kernels
+
+            bench_kernels.run(args.quick, args.results, tag=args.tag, command=command)
+            print(f"[{suite}] {time.perf_counter() - t0:.0f} s -> {args.results}/{args.tag}-kernels.md",
+                  file=sys.stderr, flush=True)
+            continue
+        if suite == "precision":
+            wanted = precisions if args.precisions != "fp32" else ["fp32", "fp16", "int8", "bf16"]
+            prec_rows = s.precision_suite(args.model, repeats, args.quick, args.threads, wanted, args.calibration,
+                                          args.faces)
+            text = _precision_markdown(prec_rows, facts, command, args.calibration)
+        elif suite == "stages":
             stage_rows = s.stages_suite(args.model, backends[0], args.quick, args.threads)
             text = _stages_markdown(stage_rows, facts, command)
         else:
             if suite == "engine":
-                rows = s.engine_suite(args.model, backends, batches, repeats, args.quick, args.threads)
+                rows = s.engine_suite(args.model, backends, batches, repeats, args.quick, args.threads, precisions,
+                                      args.calibration)
             elif suite == "pipeline":
                 rows = s.pipeline_suite(args.model, backends, repeats, args.quick, args.threads,
-                                        baseline=not args.no_baseline)
+                                        baseline=not args.no_baseline, precisions=precisions,
+                                        calibration=args.calibration)
             else:
                 rows = s.scaling_suite(args.model, backends[0], args.quick, args.threads)
             records = [r.record(facts) for r in rows]
@@ -66,6 +88,27 @@ def main(argv: list[str] | None = None) -> int:
         print(text, flush=True)
         print(f"[{suite}] {time.perf_counter() - t0:.0f} s -> {path}", file=sys.stderr, flush=True)
     return 0
+
+
+def _precision_markdown(rows: list[dict], facts: dict[str, str], command: str, calibration: str | None) -> str:
+    def rate(r: dict, key: str) -> str:
+        return f"{r[key]:.1f} ({r[key + '_min']:.1f}-{r[key + '_max']:.1f})"
+
+    lines = ["# Benchmark: precision", "",
+             f"Machine: {facts['machine']}, {facts['cores']} cores, GPU {facts['gpu']}; torch {facts['torch']}, "
+             f"onnxruntime {facts['onnxruntime']}; {time.strftime('%Y-%m-%d')}. Command: `{command}`.",
+             f"int8 calibration: {calibration or 'the bundled sample images'}. Engine: base graph + fused step + "
+             "head graph on pre-made patch batches of 32; scan: end-to-end `scan --heatmaps none` over the "
+             f"benchmark image set ({rows[0]['images']} images, {rows[0]['patches']} patches); medians with the "
+             "spread (min-max). AP: `gcage-fast eval` on the faces test split, same backend and precision.", "",
+             "| backend | precision | engine patches/s | × fp32 | scan images/s | × fp32 | AP G-CAGE | AP base |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ap = r["ap"] or {}
+        lines.append(f"| {r['backend']} | {r['precision']} | {rate(r['engine'], 'patches_per_s')} | "
+                     f"{r['engine_ratio']:.2f} | {rate(r['scan'], 'images_per_s')} | {r['scan_ratio']:.2f} | "
+                     f"{ap.get('gcage', float('nan')):.4f} | {ap.get('base', float('nan')):.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _stages_markdown(rows: list[dict], facts: dict[str, str], command: str) -> str:

@@ -1,4 +1,5 @@
-"""The benchmark suites: engine, pipeline (with the baseline measured in the same run), stages, scaling."""
+"""The benchmark suites: engine, pipeline (with the baseline measured in the same run), stages, scaling, and
+precision (speed of each precision beside its AP on the faces test split)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,32 @@ import numpy as np
 
 from benchmarks.common import PeakRss, Row, image_set, repeat
 
-__all__ = ["engine_suite", "pipeline_suite", "stages_suite", "scaling_suite"]
+__all__ = ["engine_suite", "pipeline_suite", "stages_suite", "scaling_suite", "precision_suite", "combos"]
 
 
 def _files(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def _runners(model, backend: str, threads: int | None):
-    from gcage_fast.engine.factory import create_runners
+def _runners(model, backend: str, threads: int | None, precision: str = "fp32", calibration: str | None = None):
+    from gcage_fast.engine.factory import create_runners, graph_precision
     from gcage_fast.export.to_onnx import ExportOptions
 
-    return create_runners(model, ExportOptions.for_model(model), backend, "cpu", threads)
+    opts = ExportOptions.for_model(model, precision=graph_precision(backend, precision), calibration=calibration)
+    return create_runners(model, opts, backend, "cpu", threads, precision)
+
+
+def combos(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """The (backend, precision) pairs that run on the CPU, in the given orders."""
+    from gcage_fast.engine.factory import PRECISIONS_BY_BACKEND
+
+    cpu_ok = {"ort": ("fp32", "fp16", "int8"), "torch": ("fp32", "bf16")}
+    return [(b, p) for b in backends for p in precisions
+            if p in PRECISIONS_BY_BACKEND.get(b, ()) and p in cpu_ok.get(b, ())]
 
 
 def engine_suite(model_ref: str | None, backends: list[str], batches: list[int], repeats: int, quick: bool,
-                 threads: int | None) -> list[Row]:
+                 threads: int | None, precisions: list[str] = ("fp32",), calibration: str | None = None) -> list[Row]:
     """Base and head graphs alone on pre-made patch batches; and the chain base -> fused step -> head."""
     from gcage_fast.engine.base import infer_chunked
     from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast as fuse_cam_from_patches
@@ -38,8 +49,8 @@ def engine_suite(model_ref: str | None, backends: list[str], batches: list[int],
     rng = np.random.default_rng(0)
     rows = []
     n_batches = 2 if quick else 4
-    for backend in backends:
-        pair = _runners(model, backend, threads)
+    for backend, precision in combos(backends, list(precisions)):
+        pair = _runners(model, backend, threads, precision, calibration)
         with pair.base, (pair.head or pair.base):
             for b in batches:
                 n = b * n_batches
@@ -64,14 +75,14 @@ def engine_suite(model_ref: str | None, backends: list[str], batches: list[int],
                     return 0, n, time.perf_counter() - t
 
                 label = pair.base.info.label
-                rows.append(Row("engine", model.spec.model_id, label, batch=b, threads=threads or os.cpu_count(),
-                                variant="base graph", runs=repeat(run_base, repeats)))
+                common = dict(precision=precision, batch=b, threads=threads or os.cpu_count())
+                rows.append(Row("engine", model.spec.model_id, label, variant="base graph",
+                                runs=repeat(run_base, repeats), **common))
                 if pair.head is not None:
-                    rows.append(Row("engine", model.spec.model_id, label, batch=b,
-                                    threads=threads or os.cpu_count(), variant="head graph",
-                                    runs=repeat(run_head, repeats)))
-                rows.append(Row("engine", model.spec.model_id, label, batch=b, threads=threads or os.cpu_count(),
-                                variant="base + fused step + head", runs=repeat(run_chain, repeats)))
+                    rows.append(Row("engine", model.spec.model_id, label, variant="head graph",
+                                    runs=repeat(run_head, repeats), **common))
+                rows.append(Row("engine", model.spec.model_id, label, variant="base + fused step + head",
+                                runs=repeat(run_chain, repeats), **common))
     return rows
 
 
@@ -93,14 +104,16 @@ def baseline_run(model, files: list[Path]) -> tuple[int, int, float]:
 
 
 def scan_run(src: Path, model_ref: str | None, backend: str, heatmaps: str = "none", workers: int | None = None,
-             threads: int | None = None, batch: int = 32, from_list: str | None = None) -> tuple[int, int, float]:
+             threads: int | None = None, batch: int = 32, from_list: str | None = None, precision: str = "fp32",
+             calibration: str | None = None) -> tuple[int, int, float]:
     from gcage_fast.config import ScanConfig
     from gcage_fast.pipeline import scan
 
     with tempfile.TemporaryDirectory(prefix="gcage-bench-") as tmp:
         s = scan(ScanConfig(inputs=() if from_list else (str(src),), from_list=from_list, output=str(Path(tmp) / "o"),
                             model=model_ref, backend=backend, heatmaps=heatmaps, workers=workers, threads=threads,
-                            batch_size=batch, shard_size=5000))
+                            batch_size=batch, shard_size=5000, precision=precision,
+                            calibration=calibration if precision == "int8" else None))
     return s.processed, s.patches, s.scan_s
 
 
@@ -115,17 +128,21 @@ def replicated(src: Path, dest: Path, times: int) -> Path:
 
 
 def pipeline_suite(model_ref: str | None, backends: list[str], repeats: int, quick: bool, threads: int | None,
-                   baseline: bool = True, replicate: int = 4) -> list[Row]:
-    """End-to-end scan over the image set per backend and heatmap mode, and the baseline in the same run."""
+                   baseline: bool = True, replicate: int = 4, precisions: list[str] = ("fp32",),
+                   calibration: str | None = None) -> list[Row]:
+    """End-to-end scan over the image set per backend, precision and heatmap mode, and the baseline in the same
+    run."""
     from gcage_fast.models.registry import load_model
 
     with tempfile.TemporaryDirectory(prefix="gcage-bench-set-") as tmp:
         src = replicated(image_set(quick), Path(tmp) / "set", 1 if quick else replicate)
-        return _pipeline(src, model_ref, backends, repeats, quick, threads, baseline, load_model(model_ref))
+        return _pipeline(src, model_ref, backends, repeats, quick, threads, baseline, load_model(model_ref),
+                         list(precisions), calibration)
 
 
 def _pipeline(src: Path, model_ref: str | None, backends: list[str], repeats: int, quick: bool,
-              threads: int | None, baseline: bool, model) -> list[Row]:
+              threads: int | None, baseline: bool, model, precisions: list[str] = ("fp32",),
+              calibration: str | None = None) -> list[Row]:
     files = _files(src)
     rows = []
     base_row = None
@@ -136,11 +153,13 @@ def _pipeline(src: Path, model_ref: str | None, backends: list[str], repeats: in
                        workers=0, threads=threads or os.cpu_count(), variant="original G-CAGE way", runs=runs,
                        peak_rss=rss.peak, ratio=1.0)
         rows.append(base_row)
-    for backend in backends:
-        for heat in ("none",) if quick or backend != backends[0] else ("none", "png"):
+    for backend, precision in combos(backends, list(precisions)):
+        first = (backend, precision) == (backends[0], "fp32")
+        for heat in ("none", "png") if first and not quick else ("none",):
             with PeakRss() as rss:
-                runs = repeat(lambda: scan_run(src, model_ref, backend, heat, threads=threads), repeats)
-            row = Row("pipeline", model.spec.model_id, backend, batch=32, workers="auto",
+                runs = repeat(lambda: scan_run(src, model_ref, backend, heat, threads=threads, precision=precision,
+                                               calibration=calibration), repeats)
+            row = Row("pipeline", model.spec.model_id, backend, precision=precision, batch=32, workers="auto",
                       threads=threads or "auto", variant=f"scan --heatmaps {heat}", runs=runs, peak_rss=rss.peak)
             if base_row is not None:
                 row.ratio = row.rates()["images_per_s"] / base_row.rates()["images_per_s"]
@@ -258,3 +277,37 @@ def scaling_suite(model_ref: str | None, backend: str, quick: bool, threads: int
                             threads=threads or "auto", variant=f"{count} inputs", runs=runs, peak_rss=rss.peak))
             shutil.rmtree(d)
     return rows
+
+
+def precision_suite(model_ref: str | None, repeats: int, quick: bool, threads: int | None, precisions: list[str],
+                    calibration: str | None, faces: Path | None) -> list[dict[str, Any]]:
+    """Per precision (ONNX Runtime fp32/fp16/int8, torch bf16): the engine chain at batch 32, the end-to-end scan
+    over the image set, and the AP of ``gcage-fast eval`` on the faces test split (when ``faces`` exists)."""
+    from gcage_fast.evaluate import EvalOptions, evaluate
+
+    wanted = [("torch" if p == "bf16" else "ort", p) for p in precisions]
+    engine = {(r.backend, r.precision): r for r in engine_suite(
+        model_ref, sorted({b for b, _ in wanted}), [8 if quick else 32], repeats, quick, threads,
+        list(precisions), calibration) if r.variant == "base + fused step + head"}
+    out = []
+    with tempfile.TemporaryDirectory(prefix="gcage-bench-set-") as tmp:
+        src = replicated(image_set(quick), Path(tmp) / "set", 1 if quick else 4)
+        for backend, precision in wanted:
+            runs = repeat(lambda: scan_run(src, model_ref, backend, threads=threads, precision=precision,
+                                           calibration=calibration), repeats)
+            scan_row = Row("precision", "", backend, precision=precision, runs=runs)
+            eng = next(r for (b, p), r in engine.items() if p == precision and b.startswith(backend))
+            ap = None
+            if faces is not None and faces.is_dir() and not quick:
+                rep = evaluate(EvalOptions(data=str(faces), model=model_ref, split="test", backend=backend,
+                                           precision=precision, threads=threads,
+                                           calibration=calibration if precision == "int8" else None))
+                ap = {v: rep["results"][v]["none"][str(rep["top_k"][0])]["all"]["ap"]
+                      for v in rep["results"]}
+            out.append({"backend": eng.backend, "precision": precision, "engine": eng.rates(), "scan": scan_row.rates(),
+                        "engine_runs": len(eng.runs), "ap": ap, "images": runs[0][0], "patches": runs[0][1]})
+    ref = next((r for r in out if r["precision"] == "fp32"), None)
+    for r in out:
+        r["engine_ratio"] = r["engine"]["patches_per_s"] / ref["engine"]["patches_per_s"] if ref else None
+        r["scan_ratio"] = r["scan"]["images_per_s"] / ref["scan"]["images_per_s"] if ref else None
+    return out

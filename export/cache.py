@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +18,9 @@ import torch
 
 from gcage_fast import env
 from gcage_fast.errors import ExportError
+from gcage_fast.export.precision import calibration_fingerprint
 from gcage_fast.export.to_onnx import GRAPH_VERSION, ExportOptions, export_model, read_export
+from gcage_fast.fsutil import private_dir
 from gcage_fast.hashing import sha256_file, sha256_json
 from gcage_fast.log import logger
 from gcage_fast.models.registry import LoadedModel
@@ -28,9 +29,12 @@ __all__ = ["cache_key", "cached_export"]
 
 
 def cache_key(model: LoadedModel, options: ExportOptions) -> str:
+    opts = asdict(options)
+    if options.precision == "int8":  # the calibration images' content, not their directory's name
+        opts["calibration"] = calibration_fingerprint(options.calibration)
     return sha256_json({
         "model_sha256": model.spec.sha256,
-        "options": asdict(options),
+        "options": opts,
         "graph_version": GRAPH_VERSION,
         "torch": torch.__version__,
     })[:20]
@@ -50,16 +54,8 @@ def _valid(entry: Path, model: LoadedModel) -> bool:
     return all((entry / f).is_file() and sha256_file(entry / f) == h for f, h in files.items())
 
 
-def _private_dir(path: Path) -> None:
-    """Create ``path`` (0700) or check that an existing one is ours and not writable by others: a graph in the
-    cache is code the runtime will execute, so nobody else may be able to put one there."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.lstat()
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise ExportError(f"export cache {path} is not a plain directory; remove it or set GCAGE_CACHE_DIR")
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise ExportError(f"export cache {path} is owned by another user or writable by others; "
-                          "fix its permissions (chmod go-w) or set GCAGE_CACHE_DIR")
+def _private_dir(path: Path) -> Path:
+    return private_dir(path, "export cache", ExportError)
 
 
 def cached_export(model: LoadedModel, options: ExportOptions, cache_root: Path | None = None) -> Path:

@@ -60,6 +60,14 @@ class Limits:
             raise ConfigError(f"unsupported formats {unknown}; choose from {', '.join(ALLOWED_FORMATS)}")
 
 
+#: Engine backends a scan can ask for (``auto`` picks one, see gcage_fast.engine.factory.resolve_backend).
+BACKENDS = ("auto", "ort", "torch", "tensorrt")
+#: Precisions of the engines: fp32, fp16 and int8 graphs (ONNX Runtime, TensorRT), bf16 autocast (torch).
+SCAN_PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+#: Implementations of the patch kernels (gcage_fast.kernels.dispatch).
+KERNEL_IMPLS = ("auto", "reference", "triton", "cuda")
+
+
 @dataclass(frozen=True)
 class ScanConfig:
     """Everything ``gcage-fast scan`` needs. ``None`` means "take it from the model spec" (top_k, cam, cam_target,
@@ -71,6 +79,9 @@ class ScanConfig:
     model: str | None = None
     backend: str = "auto"
     device: str = "cpu"
+    precision: str = "fp32"  # fp32 | fp16 | int8 | bf16 (export/precision.py, engine/factory.py)
+    calibration: str | None = None  # int8: directory of calibration images (None = the bundled samples)
+    kernel_impl: str | None = None  # auto | reference | triton | cuda; None reads $GCAGE_KERNEL_IMPL (default auto)
     top_k: int | None = None
     batch_size: int = 32
     workers: int | None = None
@@ -90,10 +101,16 @@ class ScanConfig:
     def validate(self) -> None:
         if not self.inputs and self.from_list is None:
             raise ConfigError("no inputs: give files or directories, or --from-list FILE")
-        if self.backend not in ("auto", "ort", "torch"):
-            raise ConfigError(f"unknown backend {self.backend!r}; choose auto, ort or torch")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose {', '.join(BACKENDS)}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose cpu or cuda")
+        if self.precision not in SCAN_PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose {', '.join(SCAN_PRECISIONS)}")
+        if self.calibration is not None and self.precision != "int8":
+            raise ConfigError("--calibration only applies to --precision int8")
+        if self.kernel_impl is not None and self.kernel_impl not in KERNEL_IMPLS:
+            raise ConfigError(f"unknown --kernel-impl {self.kernel_impl!r}; choose {', '.join(KERNEL_IMPLS)}")
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError("--top-k must be at least 1")
         if self.batch_size < 1:

@@ -14,6 +14,8 @@ __all__ = [
     "ModelError",
     "ExportError",
     "EngineError",
+    "OutOfMemory",
+    "DeviceFault",
     "OutputError",
     "MissingDependencyError",
     "Interrupted",
@@ -43,6 +45,16 @@ class ExportError(GcageError):
 
 class EngineError(GcageError):
     """A runner could not be created, or a requested provider/device is not active."""
+
+
+class OutOfMemory(EngineError):
+    """The engine ran out of device memory even at batch size 1 (the input gets an ``engine.out_of_memory``
+    row; the run goes on)."""
+
+
+class DeviceFault(EngineError):
+    """A sticky device error (illegal address, launch failure, ECC error): the device context is unusable, so the
+    run stops with a non-zero exit and ``--resume`` continues in a fresh process."""
 
 
 class OutputError(GcageError):

@@ -45,6 +45,8 @@ class EvalOptions:
     batch_size: int = 32
     workers: int | None = None
     threads: int | None = None
+    precision: str = "fp32"
+    calibration: str | None = None
 
 
 def _groups(ds: LabelledSet) -> dict[str, list[LabelledImage]]:
@@ -103,7 +105,8 @@ def evaluate(opts: EvalOptions, progress: Callable[[str], None] | None = None) -
                 out = Path(tmp) / f"scan-{p.label.replace(':', '_')}-k{k}"
                 summary = scan(ScanConfig(
                     inputs=(), from_list=str(listing), output=str(out), model=str(model.path),
-                    backend=opts.backend, device=opts.device, top_k=k, batch_size=opts.batch_size,
+                    backend=opts.backend, device=opts.device, precision=opts.precision,
+                    calibration=opts.calibration, top_k=k, batch_size=opts.batch_size,
                     workers=opts.workers, threads=opts.threads, shard_size=max(1, len(ds.items)),
                     perturb=None if p.name == "none" else p.label,
                 ))
@@ -124,6 +127,7 @@ def evaluate(opts: EvalOptions, progress: Callable[[str], None] | None = None) -
         "data": {"root": str(ds.root), "layout": ds.layout, "split": opts.split, "n_images": len(ds.items),
                  "n_real": len(ds.items) - n_fake, "n_fake": n_fake, "generators": ds.generators},
         "backend": backend_label,
+        "precision": opts.precision,
         "perturbations": [p.label for p in perturbs],
         "top_k": list(top_ks),
         "keys": list(METRIC_KEYS),

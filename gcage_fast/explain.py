@@ -21,7 +21,7 @@ from gcage_fast.cam.targets import CamTarget, parse_target
 from gcage_fast.config import CAM_METHODS, Limits
 from gcage_fast.detector import Detector, ImageScore
 from gcage_fast.engine.base import Runner, infer_chunked
-from gcage_fast.errors import ConfigError, InputError
+from gcage_fast.errors import ConfigError, InputError, OutOfMemory
 from gcage_fast.kernels.reference import PATCH, minmax_normalize, upsample_cams
 from gcage_fast.models.registry import LoadedModel
 from gcage_fast.prepare import Prepared, PrepareTask, prepare
@@ -197,6 +197,8 @@ class Explainer:
         spec = self.model.spec
         detector = Detector(spec, self._verdict.base, self._verdict.head, spec.threshold, self.options.batch_size)
         score = detector.score([prepared])[0]
+        if score is None:
+            raise OutOfMemory("the engine ran out of device memory on this image's patches at batch size 1")
         x = prepared.patches.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
         out = infer_chunked(self._explain, x, self.options.batch_size)
         acts, grads, probs = out["activations"], out["cam_weights"], out["probs"]

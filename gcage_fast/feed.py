@@ -25,8 +25,9 @@ class InputFeed:
     """Iterates ``((shard, entry), task, ready)`` over the pending shards, for :meth:`SupervisedPool.imap`."""
 
     def __init__(self, out: OutputDir, pending: list[dict[str, Any]], config: ScanConfig, top_k: int,
-                 preview_max: int, perturb: Perturbation | None) -> None:
+                 preview_max: int, perturb: Perturbation | None, full_image: bool = False) -> None:
         self.out = out
+        self.full_image = full_image
         self.pending = pending
         self.config = config
         self.top_k = top_k
@@ -67,4 +68,4 @@ class InputFeed:
         name = entry.member_bytes if entry.member_bytes is not None else os.path.basename(entry.path_bytes)
         c = self.config
         return tag, PrepareTask(entry.index, entry.path_bytes, self.top_k, c.small_images, c.limits,
-                                self.preview_max, self.perturb, data, name), None
+                                self.preview_max, self.perturb, data, name, self.full_image), None

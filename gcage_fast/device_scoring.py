@@ -1,0 +1,142 @@
+"""Device-resident scoring: patch selection, gather and the fused step run where the engines run.
+
+:class:`DeviceDetector` takes decoded uint8 H×W×3 images (already padded to at least P per side), uploads each
+once (one flat buffer, pinned staging memory on CUDA) and runs, on the device:
+
+1. ``patch_contrast`` over every grid patch of every image (one launch) and a per-image top-k (one stable sort);
+2. ``gather_patches`` of the selected patches (one launch for all images) -> the base runner;
+3. ``fuse_cam`` of the pixels and the base runner's CAMs (one launch) -> the head runner;
+
+then copies back only the per-patch scores, the h×w CAMs and the selection, and aggregates per image exactly as
+:class:`gcage_fast.detector.Detector` (:func:`gcage_fast.detector.aggregate_scores`). The kernels are chosen by
+:func:`gcage_fast.kernels.dispatch.resolve_kernels` (``kernel_impl`` or ``$GCAGE_KERNEL_IMPL``).
+
+Runners follow :class:`gcage_fast.engine.base.Runner` (NumPy in, NumPy out): a batch is copied to the host for
+them. A runner with ``accepts_torch = True`` gets the device tensor through its ``infer_torch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gcage_fast.detector import ImageScore, aggregate_scores, base_patch_p_fake
+from gcage_fast.engine.base import Runner, run_chunked
+from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table, selected_boxes, topk_per_image
+from gcage_fast.kernels.dispatch import KernelSet, resolve_kernels
+from gcage_fast.models.spec import ModelSpec
+from gcage_fast.patches import DISTANCE, PATCH, Selection
+
+__all__ = ["DeviceDetector", "DeviceResult"]
+
+
+@dataclass
+class DeviceResult:
+    """One image's patch selection (as :func:`gcage_fast.patches.select` gives it) and its scores."""
+
+    selection: Selection
+    score: ImageScore
+
+
+class DeviceDetector:
+    """Scores decoded images with the patch work on ``device``; same results as :class:`Detector`.
+
+    Args:
+        spec: the model spec (class names, authentic index, default ``top_k``).
+        base, head: opened runners; ``head`` None means base-only verdicts.
+        threshold: ``verdict = fake`` when ``p_fake >= threshold``.
+        batch_size: patches per engine call.
+        keep_heat: keep the normalised P×P heatmaps (copied back to the host).
+        device: where images, patches and the fused input live (``cpu``, ``cuda``, ``cuda:1``).
+        kernel_impl: ``auto``, ``reference``, ``triton`` or ``cuda``; None reads ``$GCAGE_KERNEL_IMPL``.
+        top_k: patches per image; None takes ``spec.top_k``.
+    """
+
+    def __init__(self, spec: ModelSpec, base: Runner, head: Runner | None, threshold: float, batch_size: int = 32,
+                 keep_heat: bool = False, device: str | torch.device = "cpu", kernel_impl: str | None = None,
+                 top_k: int | None = None, patch: int = PATCH, distance: int = DISTANCE) -> None:
+        self.spec = spec
+        self.base = base
+        self.head = head
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.keep_heat = keep_heat
+        self.device = torch.device(device)
+        self.top_k = spec.top_k if top_k is None else top_k
+        self.patch = patch
+        self.distance = distance
+        self.kernels: KernelSet = resolve_kernels(kernel_impl, self.device)
+
+    @property
+    def kernel_impl(self) -> str:
+        """The implementation that runs (``reference``, ``triton`` or ``cuda``), for run.json."""
+        return self.kernels.name
+
+    @property
+    def kernel_detail(self) -> str:
+        """Which code runs each kernel, e.g. ``triton (compiled)``."""
+        return self.kernels.detail
+
+    def score(self, images: Sequence[np.ndarray]) -> list[ImageScore]:
+        """Scores for ``images`` (uint8 H×W×3, both sides >= P), in the same order."""
+        return [r.score for r in self.run(images)]
+
+    def run(self, images: Sequence[np.ndarray]) -> list[DeviceResult]:
+        """Selection and scores for ``images`` (uint8 H×W×3, both sides >= P), in the same order."""
+        if not images:
+            return []
+        p, k = self.patch, self.kernels
+        packed = pack_images(images, self.device)
+        grid, counts, num_ys = grid_boxes(packed, p)
+        g_base, g_stride = patch_table(packed, grid)
+        sums = k.patch_contrast(packed.flat, g_base, g_stride, p, self.distance)
+        ks, keep = topk_per_image(sums, counts, self.top_k)
+        boxes = selected_boxes(packed, ks, keep, num_ys, p)
+        base_t, stride_t = patch_table(packed, boxes)
+        x = k.gather_patches(packed.flat, base_t, stride_t, p)
+        out = self._infer(self.base, x)
+        probs_t, cams_t = out["probs"], out["cam"]
+        fused, cams_t = k.fuse_cam(packed.flat, base_t, stride_t, p, cams=cams_t)
+        probs = probs_t.float().cpu().numpy()
+        if self.head is not None:
+            patch_p = self._infer(self.head, fused)["p_fake"].float().cpu().numpy().astype(np.float32)
+        else:
+            patch_p = base_patch_p_fake(self.spec, probs)
+        cams = cams_t.cpu().numpy()
+        heat = fused[:, 3].float().cpu().numpy() if self.keep_heat else None
+        scores = aggregate_scores(self.spec, self.threshold, keep, probs, patch_p, cams, heat)
+        return [DeviceResult(sel, s) for sel, s in zip(self._selections(ks, sums, keep, counts, num_ys), scores)]
+
+    def _selections(self, ks: torch.Tensor, sums: torch.Tensor, keep: list[int], counts: list[int],
+                    num_ys: list[int]) -> list[Selection]:
+        """Per-image :class:`Selection` from the device top-k (copied back: indices and their contrast sums)."""
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        owner = np.repeat(np.arange(len(keep)), keep)
+        ks_h = ks.cpu().numpy().astype(np.int64)
+        picked = sums[torch.from_numpy(starts[owner] + ks_h).to(sums.device)].cpu().numpy()
+        norm = float(self.patch * (self.patch - self.distance))
+        out, start = [], 0
+        for n, kept in enumerate(keep):
+            idx = ks_h[start:start + kept]
+            s = picked[start:start + kept]
+            start += kept
+            boxes = np.stack([(idx // num_ys[n]) * self.patch, (idx % num_ys[n]) * self.patch], axis=1)
+            out.append(Selection(idx, boxes.astype(np.int32), s.astype(np.float64) / norm, counts[n]))
+        return out
+
+    def _infer(self, runner: Runner, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run ``x`` through ``runner`` in chunks of ``batch_size`` (halved on out-of-memory); outputs as tensors
+        on ``self.device``."""
+        takes_torch = bool(getattr(runner, "accepts_torch", False))
+
+        def call(chunk: torch.Tensor) -> dict[str, torch.Tensor]:
+            if takes_torch:
+                result = runner.infer_torch({runner.input_name: chunk})  # type: ignore[attr-defined]
+            else:
+                result = runner.infer({runner.input_name: chunk.cpu().numpy()})
+            return {name: torch.as_tensor(result[name]).to(self.device) for name in runner.output_names}
+
+        return run_chunked(call, x, self.batch_size, torch.cat)
