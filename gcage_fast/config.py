@@ -105,6 +105,8 @@ class ScanConfig:
             raise ConfigError(f"unknown backend {self.backend!r}; choose {', '.join(BACKENDS)}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose cpu or cuda")
+        if self.backend == "tensorrt" and self.device != "cuda":
+            raise ConfigError("--backend tensorrt runs on --device cuda only")
         if self.precision not in SCAN_PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose {', '.join(SCAN_PRECISIONS)}")
         if self.calibration is not None and self.precision != "int8":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import platform
 from typing import Any
@@ -64,6 +65,8 @@ def system_info() -> dict[str, Any]:
         backends.insert(0, "ort")
     except ImportError:
         info["onnxruntime_providers"] = []
+    if importlib.util.find_spec("tensorrt") is not None:
+        backends.insert(0, "tensorrt")
     info["backends"] = backends
     gpu: dict[str, Any] | None = None
     try:

@@ -310,3 +310,5 @@ def test_scan_config_rejects_bad_precision_options():
         ScanConfig(inputs=("x",), output="o", calibration="c").validate()
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
         ScanConfig(inputs=("x",), output="o", precision="fp8").validate()
+    with pytest.raises(ConfigError, match="--backend tensorrt runs on --device cuda only"):
+        ScanConfig(inputs=("x",), output="o", backend="tensorrt").validate()
