@@ -32,3 +32,21 @@ def test_quick_benchmarks_write_complete_tables(tmp_path, tiny_model_dir, monkey
     stages = (results / "smoke-stages.md").read_text()
     for stage in ("read", "decode", "contrast + top-k", "base engine", "fused step", "head engine", "write"):
         assert f"| {stage} |" in stages
+
+
+def test_quick_precision_and_kernel_suites(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    results = tmp_path / "results"
+    rc = main(["--quick", "--suites", "precision,kernels", "--precisions", "fp32,int8", "--model",
+               str(tiny_model_dir), "--results", str(results), "--tag", "smoke", "--threads", "2"])
+    assert rc == 0
+    lines = (results / "smoke-precision.md").read_text().splitlines()
+    assert lines[0] == "# Benchmark: precision"
+    table = [line.split("|")[1:-1] for line in lines if line.startswith("| ort")]
+    assert [c[1].strip() for c in table] == ["fp32", "int8"]
+    for cells in table:
+        engine, ratio, scan, scan_ratio = (float(cells[i].split()[0]) for i in (2, 3, 4, 5))
+        assert all(math.isfinite(v) and v > 0 for v in (engine, ratio, scan, scan_ratio))
+    assert float(table[0][3]) == 1.0  # fp32 is the reference of the ratios
+    kernels = (results / "smoke-kernels.md").read_text()
+    assert kernels.startswith("# Benchmark: kernels") and "| fuse_cam (cams) | reference | cpu | timed |" in kernels
