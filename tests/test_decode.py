@@ -1,5 +1,6 @@
 """Per-file outcomes of read + decode + patch selection: every bad file is a precise row, never an exception."""
 
+import io
 import os
 
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 
 import genimages as gen
 from gcage_fast.config import Limits
+from gcage_fast.decode import DecodeFailure, decode_rgb
 from gcage_fast.prepare import PrepareTask, prepare
 
 
@@ -91,3 +93,42 @@ def test_exif_orientation_applied(tmp_path, orientation, swapped):
 def test_animated_gif_first_frame(tmp_path):
     out = run(gen.animated_gif(tmp_path / "a.gif", 1, frames=3))
     assert out.status == "ok" and out.n_frames == 3 and out.frames_scanned == 1
+
+
+@pytest.mark.parametrize("size", [(97, 61), (640, 480), (1001, 333)])
+@pytest.mark.parametrize("save", [
+    {"subsampling": 0}, {"subsampling": 1}, {"subsampling": 2}, {"subsampling": 2, "progressive": True},
+    {"subsampling": 2, "optimize": True, "quality": 60}, {"subsampling": 1, "restart_marker_rows": 1},
+])
+def test_fast_jpeg_path_is_pixel_identical_to_pillow(size, save, monkeypatch):
+    """RGB JPEGs are decoded by simplejpeg when it is installed; it must give Pillow's pixels exactly."""
+    pytest.importorskip("simplejpeg")
+    from gcage_fast import decode
+
+    buf = io.BytesIO()
+    Image.fromarray(gen.photo_like(*size, seed=size[0])).save(buf, "JPEG", quality=save.pop("quality", 90), **save)
+    data = buf.getvalue()
+    assert decode._fast_jpeg(data, "JPEG", "RGB", *size) is not None  # the fast path is taken
+    fast = decode_rgb(data, Limits())
+    monkeypatch.setattr(decode, "_simplejpeg", None)
+    slow = decode_rgb(data, Limits())
+    assert np.array_equal(fast.rgb, slow.rgb)
+    assert (fast.format, fast.mode, fast.flags, fast.orientation) == (slow.format, slow.mode, slow.flags,
+                                                                        slow.orientation)
+
+
+def test_fast_jpeg_path_defers_to_pillow_on_any_complaint(monkeypatch):
+    pytest.importorskip("simplejpeg")
+    from gcage_fast import decode
+
+    buf = io.BytesIO()
+    Image.fromarray(gen.photo_like(300, 200, seed=3)).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    cut = data[: len(data) * 2 // 3]  # truncated: libjpeg-turbo only warns; strict mode refuses
+    assert decode._fast_jpeg(cut, "JPEG", "RGB", 300, 200) is None
+    with pytest.raises(DecodeFailure) as fast:
+        decode_rgb(cut, Limits())
+    monkeypatch.setattr(decode, "_simplejpeg", None)
+    with pytest.raises(DecodeFailure) as slow:
+        decode_rgb(cut, Limits())
+    assert fast.value.code == slow.value.code
