@@ -12,7 +12,7 @@
 
 Failures raise :class:`DecodeFailure` with a stable dotted ``code``. NumPy and Pillow (runs in workers); when
 simplejpeg is installed, the pixels of an RGB JPEG that Pillow has parsed and checked are decoded by simplejpeg
-(libjpeg-turbo, like Pillow: pixel-identical, 2.5x faster on the benchmark set) in strict mode, and anything it
+(libjpeg-turbo, like Pillow: pixel-identical, 2.4x faster on the benchmark set) in strict mode, and anything it
 objects to, even a warning, goes the Pillow way, so every error and flag is Pillow's.
 """
 
