@@ -131,14 +131,18 @@ def calibration_files(directory: str | Path | None, max_images: int = CALIBRATIO
     return files
 
 
+def _fingerprint(root: Path, contents: list[tuple[Path, bytes]]) -> str:
+    h = hashlib.sha256()
+    for p, data in contents:
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
 def calibration_fingerprint(directory: str | Path | None, max_images: int = CALIBRATION_MAX_IMAGES) -> str:
     """sha256 over the names and contents of the files :func:`load_calibration` would read (a cache key part)."""
     root = Path(directory) if directory is not None else _default_calibration()
-    h = hashlib.sha256()
-    for p in calibration_files(root, max_images):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+    return _fingerprint(root, [(p, p.read_bytes()) for p in calibration_files(root, max_images)])
 
 
 def load_calibration(directory: str | Path | None, top_k: int, max_images: int = CALIBRATION_MAX_IMAGES) -> Calibration:
@@ -153,12 +157,10 @@ def load_calibration(directory: str | Path | None, top_k: int, max_images: int =
     from gcage_fast.patches import PATCH, pad_to_patch, select
 
     root = Path(directory) if directory is not None else _default_calibration()
-    files = calibration_files(root, max_images)
+    contents = [(p, p.read_bytes()) for p in calibration_files(root, max_images)]
     images, boxes, used = [], [], []
-    h = hashlib.sha256()
     limits = Limits()
-    for p in files:
-        data = p.read_bytes()
+    for p, data in contents:
         try:
             rgb = decode_rgb(data, limits).rgb
         except DecodeFailure as f:
@@ -169,14 +171,11 @@ def load_calibration(directory: str | Path | None, top_k: int, max_images: int =
         for x, y in sel.boxes:
             boxes.append((len(images), int(x), int(y)))
         images.append(rgb)
-        name = p.relative_to(root).as_posix()
-        used.append(name)
-        h.update(name.encode() + b"\0")
-        h.update(hashlib.sha256(data).digest())
+        used.append(p.relative_to(root).as_posix())
     if not images:
         raise ConfigError(f"no decodable image in calibration directory {root}")
     patches = gather_patches(images, np.asarray(boxes, dtype=np.int64), PATCH)
-    return Calibration(patches, tuple(used), calibration_fingerprint(root, max_images), str(root))
+    return Calibration(patches, tuple(used), _fingerprint(root, contents), str(root))
 
 
 # ----------------------------------------------------------------------------------------------- int8

@@ -108,23 +108,22 @@ class DeviceDetector:
         cams = cams_t.cpu().numpy()
         heat = fused[:, 3].float().cpu().numpy() if self.keep_heat else None
         scores = aggregate_scores(self.spec, self.threshold, keep, probs, patch_p, cams, heat)
-        return [DeviceResult(sel, s) for sel, s in zip(self._selections(ks, sums, keep, counts, num_ys), scores)]
+        return [DeviceResult(sel, s) for sel, s in zip(self._selections(ks, sums, boxes, keep, counts), scores)]
 
-    def _selections(self, ks: torch.Tensor, sums: torch.Tensor, keep: list[int], counts: list[int],
-                    num_ys: list[int]) -> list[Selection]:
-        """Per-image :class:`Selection` from the device top-k (copied back: indices and their contrast sums)."""
+    def _selections(self, ks: torch.Tensor, sums: torch.Tensor, boxes: torch.Tensor, keep: list[int],
+                    counts: list[int]) -> list[Selection]:
+        """Per-image :class:`Selection` from the device top-k (copied back: indices, boxes, contrast sums)."""
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         owner = np.repeat(np.arange(len(keep)), keep)
         ks_h = ks.cpu().numpy().astype(np.int64)
+        xy = boxes[:, 1:].cpu().numpy().astype(np.int32)
         picked = sums[torch.from_numpy(starts[owner] + ks_h).to(sums.device)].cpu().numpy()
         norm = float(self.patch * (self.patch - self.distance))
         out, start = [], 0
         for n, kept in enumerate(keep):
-            idx = ks_h[start:start + kept]
-            s = picked[start:start + kept]
+            sl = slice(start, start + kept)
             start += kept
-            boxes = np.stack([(idx // num_ys[n]) * self.patch, (idx % num_ys[n]) * self.patch], axis=1)
-            out.append(Selection(idx, boxes.astype(np.int32), s.astype(np.float64) / norm, counts[n]))
+            out.append(Selection(ks_h[sl], xy[sl], picked[sl].astype(np.float64) / norm, counts[n]))
         return out
 
     def _infer(self, runner: Runner, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -251,7 +251,7 @@ def test_ort_gpu_provider_options():
                      max_batch=128)
     assert providers_for("cuda", gpu) == ("TensorrtExecutionProvider", "CUDAExecutionProvider",
                                           "CPUExecutionProvider")
-    trt, cuda, cpu = provider_options("cuda", "fp16", "patches", (1, 3, 224, 224), gpu)
+    trt, cuda, cpu = provider_options("cuda", "patches", (1, 3, 224, 224), gpu)
     assert trt["trt_profile_opt_shapes"] == "patches:64x3x224x224"
     assert trt["trt_profile_max_shapes"] == "patches:128x3x224x224"
     assert trt["trt_engine_cache_enable"] == "True" and trt["trt_engine_cache_path"] == "/c"

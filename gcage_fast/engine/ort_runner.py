@@ -25,9 +25,10 @@ from gcage_fast.optional import require
 __all__ = ["OrtRunner", "GpuOptions", "providers_for", "provider_options", "refuse_external_data"]
 
 
-def refuse_external_data(path: Path) -> None:
+def refuse_external_data(path: Path) -> Any:
     """Refuse a graph that references external tensor data: gcage_fast writes self-contained graphs, and an
-    external-data path is a known way to make a runtime read arbitrary host files into tensors."""
+    external-data path is a known way to make a runtime read arbitrary host files into tensors. Returns the
+    parsed ``onnx.ModelProto``."""
     import onnx
 
     try:
@@ -39,6 +40,7 @@ def refuse_external_data(path: Path) -> None:
         tensors += [a.t for a in node.attribute if a.HasField("t")]
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
         raise ModelError(f"{path} references external tensor data; gcage_fast only runs self-contained graphs")
+    return model
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def providers_for(device: str, gpu: GpuOptions | None = None) -> tuple[str, ...]
     return first + ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def provider_options(device: str, precision: str, input_name: str, input_shape: tuple[int, ...],
+def provider_options(device: str, input_name: str, input_shape: tuple[int, ...],
                      gpu: GpuOptions | None = None) -> list[dict[str, str]]:
     """ONNX Runtime's per-provider options, in the order of :func:`providers_for` (values as strings)."""
     gpu = gpu or GpuOptions()
@@ -124,6 +126,7 @@ class OrtRunner:
         self.expected_sha256 = expected_sha256
         self._session = None
         self._active: tuple[str, ...] = ()
+        self._output_shapes: dict[str, tuple[Any, ...]] = {}
 
     @property
     def info(self) -> RunnerInfo:
@@ -137,15 +140,19 @@ class OrtRunner:
             if actual != self.expected_sha256:
                 raise ModelError(f"{self.path} does not match its recorded sha256 ({actual[:16]}… != "
                                  f"{self.expected_sha256[:16]}…); delete it to re-export")
-        refuse_external_data(self.path)
+        graph = refuse_external_data(self.path).graph
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         requested = providers_for(self.device, self.gpu)
-        shape = (1, 4 if self.input_name == "head_input" else 3, 224, 224)
-        p_opts = provider_options(self.device, self.precision, self.input_name, shape, self.gpu)
+        inputs = {i.name: i for i in graph.input}
+        if self.input_name not in inputs:
+            raise ModelError(f"{self.path} has no input {self.input_name!r} (it has {', '.join(inputs)})")
+        dims = inputs[self.input_name].type.tensor_type.shape.dim
+        shape = tuple(d.dim_value or 1 for d in dims)  # the batch axis is symbolic
+        p_opts = provider_options(self.device, self.input_name, shape, self.gpu)
         try:
             with warnings.catch_warnings():  # "provider not available" warnings: checked explicitly below
                 warnings.simplefilter("ignore", UserWarning)
@@ -154,6 +161,7 @@ class OrtRunner:
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise EngineError(f"ONNX Runtime cannot load {self.path}: {str(exc).splitlines()[0]}") from exc
         self._active = tuple(self._session.get_providers())
+        self._output_shapes = {o.name: tuple(o.shape) for o in self._session.get_outputs()}
         missing = [p for p in requested if p != "CPUExecutionProvider" and p not in self._active]
         if self.device == "cuda" and missing:
             self._session = None
@@ -187,7 +195,7 @@ class OrtRunner:
             return {k: torch.from_numpy(v) for k, v in out.items()}
         x = x.detach().float().contiguous()
         dev = x.device.index or 0
-        shapes = {o.name: o.shape for o in self._session.get_outputs()}
+        shapes = self._output_shapes
         binding = self._session.io_binding()
         binding.bind_input(self.input_name, "cuda", dev, np.float32, tuple(x.shape), x.data_ptr())
         result: dict[str, Any] = {}
