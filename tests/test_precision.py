@@ -312,3 +312,25 @@ def test_scan_config_rejects_bad_precision_options():
         ScanConfig(inputs=("x",), output="o", precision="fp8").validate()
     with pytest.raises(ConfigError, match="--backend tensorrt runs on --device cuda only"):
         ScanConfig(inputs=("x",), output="o", backend="tensorrt").validate()
+
+
+def test_scan_on_cuda_puts_onnx_runtime_tensorrt_provider_first_when_present(tiny_model_dir, monkeypatch):
+    import onnxruntime
+
+    from gcage_fast import env
+    from gcage_fast.engine.factory import create_runners, ort_gpu_options
+
+    assert ort_gpu_options("cpu", 32) is None
+    model = load_model(tiny_model_dir)
+    opts = ExportOptions.for_model(model)
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    gpu = ort_gpu_options("cuda", 48)
+    assert not gpu.tensorrt_ep and gpu.cache_dir is None and gpu.opt_batch == 48
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    pair = create_runners(model, opts, "ort", "cuda", batch_size=64)  # built, not opened: no GPU needed
+    assert pair.base.info.providers_requested == ("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                  "CPUExecutionProvider")
+    assert pair.head.gpu.opt_batch == 64 and pair.head.gpu.max_batch == 256
+    assert pair.base.gpu.cache_dir == str(env.cache_dir() / "ort-tensorrt")

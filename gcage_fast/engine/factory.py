@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gcage_fast import env
 from gcage_fast.engine.base import Runner
+from gcage_fast.engine.ort_runner import GpuOptions
 from gcage_fast.errors import ConfigError, EngineError
 from gcage_fast.export.graphs import BASE_INPUT, HEAD_INPUT, HEAD_OUTPUTS, base_graph, base_output_names, head_graph
 from gcage_fast.export.to_onnx import ExportOptions
+from gcage_fast.fsutil import private_dir
 from gcage_fast.log import logger
 from gcage_fast.models.registry import LoadedModel
 from gcage_fast.optional import available
 
-__all__ = ["RunnerPair", "resolve_backend", "create_runners", "graph_precision", "check_device",
+__all__ = ["RunnerPair", "resolve_backend", "create_runners", "graph_precision", "check_device", "ort_gpu_options",
            "PRECISIONS_BY_BACKEND"]
 
 #: What each backend runs. fp16/int8 for ort and tensorrt are graphs of their own (export/precision.py);
@@ -98,6 +101,20 @@ def graph_precision(backend: str, precision: str) -> str:
     return "fp32" if backend == "torch" else precision
 
 
+def ort_gpu_options(device: str, batch_size: int) -> GpuOptions | None:
+    """ONNX Runtime's GPU provider options for a scan: its TensorRT provider first when onnxruntime-gpu has one
+    (engine and timing caches in a private directory of the cache, profile tuned for the scan's batch size),
+    else the CUDA provider alone. None on the CPU."""
+    if device != "cuda":
+        return None
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return GpuOptions(opt_batch=batch_size, max_batch=max(256, batch_size))
+    cache = private_dir(env.cache_dir() / "ort-tensorrt", "ONNX Runtime TensorRT cache", EngineError)
+    return GpuOptions(tensorrt_ep=True, cache_dir=str(cache), opt_batch=batch_size, max_batch=max(256, batch_size))
+
+
 def create_runners(model: LoadedModel, options: ExportOptions, backend: str = "auto", device: str = "cpu",
                    threads: int | None = None, precision: str | None = None, batch_size: int = 32) -> RunnerPair:
     """Runners for ``model``; for ORT and TensorRT the graphs come from the export cache (exported on first use).
@@ -139,7 +156,7 @@ def create_runners(model: LoadedModel, options: ExportOptions, backend: str = "a
             from gcage_fast.engine.ort_runner import OrtRunner
 
             runners.append(OrtRunner(entry / fname, in_name, out_names, device, threads, files[fname],
-                                     precision=precision))
+                                     precision=precision, gpu=ort_gpu_options(device, batch_size)))
         else:
             from gcage_fast.engine.trt_runner import TrtRunner
 
