@@ -143,7 +143,7 @@ def _numpy_rows(case: _Case, repeats: int, copy_bps: float) -> tuple[list[dict[s
     """The NumPy oracle (and the CPU scan's fused step) on the host: the baseline of the ``x_numpy`` column."""
     from gcage_fast.kernels import reference as ref
     from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
-    from gcage_fast.patches import contrast_sums, grayscale, select
+    from gcage_fast.scoring.patches import contrast_sums, grayscale, select
 
     p = case.patch
     cpu = torch.device("cpu")

@@ -89,10 +89,10 @@ def engine_suite(model_ref: str | None, backends: list[str], batches: list[int],
 def baseline_run(model, files: list[Path]) -> tuple[int, int, float]:
     """The original way, one image at a time: decode, SuSy patches, eager torch with autograd Grad-CAM, eager
     head. Same decode and patch selection as the product."""
-    from gcage_fast.baseline import baseline_score
+    from gcage_fast.evaluation.baseline import baseline_score
     from gcage_fast.config import Limits
-    from gcage_fast.decode import decode_rgb
-    from gcage_fast.prepare import read_file
+    from gcage_fast.ingest.decode import decode_rgb
+    from gcage_fast.ingest.prepare import read_file
 
     limits = Limits()
     t = time.perf_counter()
@@ -107,7 +107,7 @@ def scan_run(src: Path, model_ref: str | None, backend: str, heatmaps: str = "no
              threads: int | None = None, batch: int = 32, from_list: str | None = None, precision: str = "fp32",
              calibration: str | None = None) -> tuple[int, int, float]:
     from gcage_fast.config import ScanConfig
-    from gcage_fast.pipeline import scan
+    from gcage_fast.scan.local import scan
 
     with tempfile.TemporaryDirectory(prefix="gcage-bench-") as tmp:
         s = scan(ScanConfig(inputs=() if from_list else (str(src),), from_list=from_list, output=str(Path(tmp) / "o"),
@@ -175,13 +175,13 @@ def stages_suite(model_ref: str | None, backend: str, quick: bool, threads: int 
     import pyarrow.parquet as pq
 
     from gcage_fast.config import Limits
-    from gcage_fast.decode import decode_rgb
+    from gcage_fast.ingest.decode import decode_rgb
     from gcage_fast.engine.base import infer_chunked
     from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
     from gcage_fast.kernels.reference import gather_patches, quantize_cams
     from gcage_fast.models.registry import load_model
-    from gcage_fast.patches import PATCH, pad_to_patch, select
-    from gcage_fast.prepare import read_file
+    from gcage_fast.scoring.patches import PATCH, pad_to_patch, select
+    from gcage_fast.ingest.prepare import read_file
 
     model = load_model(model_ref)
     files = _files(image_set(quick))
@@ -283,7 +283,7 @@ def precision_suite(model_ref: str | None, repeats: int, quick: bool, threads: i
                     calibration: str | None, faces: Path | None) -> list[dict[str, Any]]:
     """Per precision (ONNX Runtime fp32/fp16/int8, torch bf16): the engine chain at batch 32, the end-to-end scan
     over the image set, and the AP of ``gcage-fast eval`` on the faces test split (when ``faces`` exists)."""
-    from gcage_fast.evaluate import EvalOptions, evaluate
+    from gcage_fast.evaluation.evaluate import EvalOptions, evaluate
 
     wanted = [("torch" if p == "bf16" else "ort", p) for p in precisions]
     engine = {(r.backend, r.precision): r for r in engine_suite(

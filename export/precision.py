@@ -152,9 +152,9 @@ def load_calibration(directory: str | Path | None, top_k: int, max_images: int =
         ConfigError: the directory is missing or holds no decodable image.
     """
     from gcage_fast.config import Limits
-    from gcage_fast.decode import DecodeFailure, decode_rgb
+    from gcage_fast.ingest.decode import DecodeFailure, decode_rgb
     from gcage_fast.kernels.reference import gather_patches
-    from gcage_fast.patches import PATCH, pad_to_patch, select
+    from gcage_fast.scoring.patches import PATCH, pad_to_patch, select
 
     root = Path(directory) if directory is not None else _default_calibration()
     contents = [(p, p.read_bytes()) for p in calibration_files(root, max_images)]

@@ -9,14 +9,17 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gcage_fast.cam.registry import IN_GRAPH_METHODS
 from gcage_fast.errors import ConfigError
+from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 
-__all__ = ["Limits", "ScanConfig", "ALLOWED_FORMATS", "CAM_METHODS", "PILLOW_BOMB_PIXELS", "default_workers"]
+__all__ = ["Limits", "ScanConfig", "ALLOWED_FORMATS", "CAM_METHODS", "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS",
+           "PILLOW_BOMB_PIXELS", "default_workers"]
 
 #: Formats decoded by default, detected from content (never from the file name).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-#: The forward-only CAM methods computed inside the base graph (see gcage_fast.cam.weights).
-CAM_METHODS = ("gradcam", "hirescam", "xgradcam", "gradcam++", "layercam")
+#: The forward-only CAM methods computed inside the base graph (the in-graph entries of gcage_fast.cam.registry).
+CAM_METHODS = IN_GRAPH_METHODS
 #: Pillow warns about a decompression bomb above this many pixels; we treat the warning as an error.
 PILLOW_BOMB_PIXELS = 89_478_485
 
@@ -62,8 +65,6 @@ class Limits:
 
 #: Engine backends a scan can ask for (``auto`` picks one, see gcage_fast.engine.factory.resolve_backend).
 BACKENDS = ("auto", "ort", "torch", "tensorrt")
-#: Precisions of the engines: fp32, fp16 and int8 graphs (ONNX Runtime, TensorRT), bf16 autocast (torch).
-SCAN_PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 #: Implementations of the patch kernels (gcage_fast.kernels.dispatch).
 KERNEL_IMPLS = ("auto", "reference", "triton", "cuda")
 
@@ -79,7 +80,7 @@ class ScanConfig:
     model: str | None = None
     backend: str = "auto"
     device: str = "cpu"
-    precision: str = "fp32"  # fp32 | fp16 | int8 | bf16 (export/precision.py, engine/factory.py)
+    precision: str = "fp32"  # one of gcage_fast.precision.SCAN_PRECISIONS
     calibration: str | None = None  # int8: directory of calibration images (None = the bundled samples)
     kernel_impl: str | None = None  # auto | reference | triton | cuda; None reads $GCAGE_KERNEL_IMPL (default auto)
     top_k: int | None = None
@@ -95,7 +96,7 @@ class ScanConfig:
     follow_symlinks: bool = False
     small_images: str = "pad"  # pad | skip
     limits: Limits = field(default_factory=Limits)
-    perturb: str | None = None  # robustness transform (one of gcage_fast.perturb), used by `eval`
+    perturb: str | None = None  # robustness transform (one of gcage_fast.ingest.perturb), used by `eval`
     max_consecutive_failures: int = 50  # circuit breaker: consecutive worker.crash/worker.error rows
 
     def validate(self) -> None:
@@ -107,8 +108,7 @@ class ScanConfig:
             raise ConfigError(f"unknown device {self.device!r}; choose cpu or cuda")
         if self.backend == "tensorrt" and self.device != "cuda":
             raise ConfigError("--backend tensorrt runs on --device cuda only")
-        if self.precision not in SCAN_PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose {', '.join(SCAN_PRECISIONS)}")
+        check_precision(self.precision, SCAN_PRECISIONS)
         if self.calibration is not None and self.precision != "int8":
             raise ConfigError("--calibration only applies to --precision int8")
         if self.kernel_impl is not None and self.kernel_impl not in KERNEL_IMPLS:
@@ -135,7 +135,7 @@ class ScanConfig:
             raise ConfigError(f"unknown --small-images {self.small_images!r}; choose pad or skip")
         self.limits.validate()
         if self.perturb is not None:
-            from gcage_fast.perturb import parse_perturbations
+            from gcage_fast.ingest.perturb import parse_perturbations
 
             if len(parse_perturbations(self.perturb)) != 1:
                 raise ConfigError("a scan applies at most one perturbation")

@@ -9,7 +9,7 @@ Conventions:
   ``flat[base[n] + r*stride[n] + 3*c + ch]``. Kernels take these tables, so one launch serves patches drawn
   from several images of different sizes.
 - Boxes are int64 ``(image_index, x, y)`` rows, as in :mod:`gcage_fast.kernels.reference`.
-- The patch grid is SuSy's (:mod:`gcage_fast.patches`): ``num_x = W // P``, ``num_y = H // P``, patch
+- The patch grid is SuSy's (:mod:`gcage_fast.scoring.patches`): ``num_x = W // P``, ``num_y = H // P``, patch
   ``k = i*num_y + j`` at ``x = P*i``, ``y = P*j``.
 """
 

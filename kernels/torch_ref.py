@@ -2,7 +2,7 @@
 :mod:`gcage_fast.kernels.dispatch` (the choice on CPU tensors, and a fallback on a GPU without Triton).
 
 Same signatures as :mod:`gcage_fast.kernels.triton_kernels`; same functions as the NumPy oracle
-(:mod:`gcage_fast.kernels.reference`, :mod:`gcage_fast.patches`). Inputs are a flat uint8 image buffer and
+(:mod:`gcage_fast.kernels.reference`, :mod:`gcage_fast.scoring.patches`). Inputs are a flat uint8 image buffer and
 per-patch ``(base, stride)`` tables (:mod:`gcage_fast.kernels.batching`).
 """
 
@@ -31,7 +31,7 @@ def patch_contrast(flat: torch.Tensor, base: torch.Tensor, stride: torch.Tensor,
                    distance: int = 5) -> torch.Tensor:
     """(N,) int64: per patch, sum over rows and columns of ``(g[:, c+distance] - g[:, c])**2``, where ``g`` is the
     truncating grayscale ``uint8(0.2989 R + 0.587 G + 0.114 B)`` computed in float32 (as
-    :func:`gcage_fast.patches.contrast_sums`)."""
+    :func:`gcage_fast.scoring.patches.contrast_sums`)."""
     if len(base) == 0:
         return torch.zeros(0, dtype=torch.int64, device=flat.device)
     px = patch_pixels(flat, base, stride, patch).to(torch.float32)

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gcage_fast.outdir import OutputDir
-from gcage_fast.schema import ROW_SCHEMA
+from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.schema import ROW_SCHEMA
 from genimages import photo_like
 
 ERROR_CODES = ["decode.truncated", "decode.unidentified", "limit.pixels", "fs.permission"]

@@ -79,7 +79,7 @@ def scan_rows(root: Path, out: Path) -> list[dict]:
 
 def normalise(rows: list[dict], root: Path) -> list[dict]:
     """Rows as JSON-able values, volatile columns dropped, the root stripped from paths."""
-    from gcage_fast.sources import input_id
+    from gcage_fast.ingest.sources import input_id
 
     prefix = str(root).rstrip("/") + "/"
     out = []

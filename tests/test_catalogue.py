@@ -136,7 +136,7 @@ def test_exif_orientations_are_applied_without_rewriting_exif(tmp_path, tiny_mod
 
 def test_sixteen_bit_keeps_its_levels(tmp_path):
     from gcage_fast.config import Limits
-    from gcage_fast.decode import decode_rgb
+    from gcage_fast.ingest.decode import decode_rgb
 
     ramp = (np.arange(65536, dtype=np.uint32).reshape(256, 256)).astype(np.uint16)
     from PIL import Image

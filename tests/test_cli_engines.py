@@ -1,4 +1,4 @@
-"""`gcage-fast build-engine` (gcage_fast.cli_engines), run through click's CliRunner on the command object."""
+"""`gcage-fast build-engine` (gcage_fast.cli.engines), run through click's CliRunner on the command object."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from fake_tensorrt import FakeTensorRT
-from gcage_fast.cli_engines import build_engine
+from gcage_fast.cli.engines import build_engine
 from gcage_fast.export import engine_cache
 from gcage_fast.export.engine_cache import GpuIdentity
 
@@ -35,7 +35,7 @@ def test_without_tensorrt_exit_1_with_install_message_before_any_export(monkeypa
 
 
 def test_without_tensorrt_in_a_real_process_no_traceback():
-    code = "import sys; from gcage_fast.cli_engines import build_engine; build_engine(sys.argv[1:])"
+    code = "import sys; from gcage_fast.cli.engines import build_engine; build_engine(sys.argv[1:])"
     proc = subprocess.run([sys.executable, "-c", code, "--graph", "base"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1, proc.stderr

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import genimages as gen
-from gcage_fast.datasets import load_labelled, split_of
+from gcage_fast.evaluation.datasets import load_labelled, split_of
 from gcage_fast.errors import InputError
 from gcage_fast.hashing import sha256_file
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 import genimages as gen
 from gcage_fast.config import Limits
-from gcage_fast.decode import DecodeFailure, decode_rgb
-from gcage_fast.prepare import PrepareTask, prepare
+from gcage_fast.ingest.decode import DecodeFailure, decode_rgb
+from gcage_fast.ingest.prepare import PrepareTask, prepare
 
 
 def run(path, top_k=5, **kw):
@@ -103,7 +103,7 @@ def test_animated_gif_first_frame(tmp_path):
 def test_fast_jpeg_path_is_pixel_identical_to_pillow(size, save, monkeypatch):
     """RGB JPEGs are decoded by simplejpeg when it is installed; it must give Pillow's pixels exactly."""
     pytest.importorskip("simplejpeg")
-    from gcage_fast import decode
+    from gcage_fast.ingest import decode
 
     buf = io.BytesIO()
     Image.fromarray(gen.photo_like(*size, seed=size[0])).save(buf, "JPEG", quality=save.pop("quality", 90), **save)
@@ -119,7 +119,7 @@ def test_fast_jpeg_path_is_pixel_identical_to_pillow(size, save, monkeypatch):
 
 def test_fast_jpeg_path_defers_to_pillow_on_any_complaint(monkeypatch):
     pytest.importorskip("simplejpeg")
-    from gcage_fast import decode
+    from gcage_fast.ingest import decode
 
     buf = io.BytesIO()
     Image.fromarray(gen.photo_like(300, 200, seed=3)).save(buf, "JPEG", quality=90)

@@ -11,8 +11,8 @@ from helpers import read_rows
 from gcage_fast.config import ScanConfig
 from gcage_fast.engine.base import infer_chunked, is_device_fault, is_out_of_memory
 from gcage_fast.errors import DeviceFault, OutOfMemory
-from gcage_fast.pipeline import scan
-from gcage_fast.verify import verify_output as verify
+from gcage_fast.scan.local import scan
+from gcage_fast.output.verify import verify_output as verify
 
 
 class FakeOOM(RuntimeError):

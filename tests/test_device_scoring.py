@@ -1,4 +1,4 @@
-"""DeviceDetector against Detector (fed by gcage_fast.prepare's patch selection), the device top-k, and the
+"""DeviceDetector against Detector (fed by gcage_fast.ingest.prepare's patch selection), the device top-k, and the
 kernel dispatcher's choices and errors."""
 
 import logging
@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from gcage_fast.detector import Detector
-from gcage_fast.device_scoring import DeviceDetector
+from gcage_fast.scoring.host import Detector
+from gcage_fast.scoring.device import DeviceDetector
 from gcage_fast.engine.torch_runner import TorchRunner
 from gcage_fast.errors import ConfigError, EngineError, MissingDependencyError
 from gcage_fast.export.graphs import BASE_INPUT, HEAD_INPUT, HEAD_OUTPUTS, base_graph, base_output_names, head_graph
 from gcage_fast.kernels import dispatch
 from gcage_fast.kernels.batching import topk_per_image
 from gcage_fast.models.registry import load_model
-from gcage_fast.patches import PATCH, select
-from gcage_fast.prepare import Prepared
+from gcage_fast.scoring.patches import PATCH, select
+from gcage_fast.ingest.prepare import Prepared
 
 TRITON_MODULE = "gcage_fast.kernels.triton_kernels"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from gcage_fast.cli import cli
 from gcage_fast.config import CAM_METHODS
-from gcage_fast.schema import ROW_SCHEMA
+from gcage_fast.output.schema import ROW_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

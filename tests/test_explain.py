@@ -16,7 +16,7 @@ from gcage_fast.cam.quality import OFFSETS, QualityOptions, cam_quality, impute_
 from gcage_fast.cam.targets import parse_target
 from gcage_fast.config import CAM_METHODS
 from gcage_fast.errors import ConfigError, InputError
-from gcage_fast.explain import ExplainOptions, Explainer, parse_methods
+from gcage_fast.explain.explainer import ExplainOptions, Explainer, parse_methods
 from gcage_fast.models.registry import load_model
 
 import genimages as gen

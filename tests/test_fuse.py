@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from gcage_fast.baseline import torch_minmax
+from gcage_fast.evaluation.baseline import torch_minmax
 from gcage_fast.kernels.reference import (
     fuse_cam,
     fuse_cam_from_patches,

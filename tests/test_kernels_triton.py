@@ -14,7 +14,7 @@ import torch
 from gcage_fast.kernels import reference as ref
 from gcage_fast.kernels import torch_ref
 from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table
-from gcage_fast.patches import contrast_sums, grayscale
+from gcage_fast.scoring.patches import contrast_sums, grayscale
 
 FP32_TOL = 1e-5
 FP16_TOL = 2e-3
@@ -196,7 +196,7 @@ import numpy as np, torch
 from gcage_fast.kernels import reference as ref
 from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table
 from gcage_fast.kernels.dispatch import resolve_kernels
-from gcage_fast.patches import contrast_sums, grayscale
+from gcage_fast.scoring.patches import contrast_sums, grayscale
 
 ks = resolve_kernels("triton", "cuda")
 assert ks.name == "triton" and "compiled" in ks.detail, ks.detail

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gcage_fast.metrics import (
+from gcage_fast.evaluation.metrics import (
     MetricError,
     average_precision,
     best_balanced_threshold,

@@ -18,7 +18,7 @@ def test_no_top_level_export_or_kernels(tmp_path):
 
 
 def test_light_imports_do_not_load_torch(tmp_path):
-    code = ("import sys, gcage_fast, gcage_fast.prepare, gcage_fast.config, gcage_fast.cli;"
+    code = ("import sys, gcage_fast, gcage_fast.ingest.prepare, gcage_fast.config, gcage_fast.cli;"
             "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

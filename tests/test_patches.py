@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gcage_fast.patches import PATCH, contrast_sums, grayscale, pad_to_patch, select
+from gcage_fast.scoring.patches import PATCH, contrast_sums, grayscale, pad_to_patch, select
 
 
 def torchvision_gray(rgb: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gcage_fast.prefetch import Prefetch
+from gcage_fast.ingest.prefetch import Prefetch
 
 
 def test_order_and_completion():

@@ -116,7 +116,7 @@ def test_every_query_reproduces_its_number(scanned, tmp_path):
 
 
 def test_thumbnails_come_from_heatmaps_then_sources_then_cams(scanned, tmp_path):
-    from gcage_fast.outdir import OutputDir
+    from gcage_fast.output.outdir import OutputDir
     from gcage_fast.report.thumbnails import make_thumbnails
 
     out = tmp_path / "copy"

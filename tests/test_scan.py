@@ -11,11 +11,11 @@ import pyarrow.dataset as ds
 import pytest
 
 import genimages as gen
-from gcage_fast.baseline import baseline_score
+from gcage_fast.evaluation.baseline import baseline_score
 from gcage_fast.config import Limits
-from gcage_fast.decode import decode_rgb
+from gcage_fast.ingest.decode import decode_rgb
 from gcage_fast.models.registry import load_model
-from gcage_fast.schema import ROW_SCHEMA, SCORE_COLUMNS
+from gcage_fast.output.schema import ROW_SCHEMA, SCORE_COLUMNS
 from helpers import permissions_enforced, read_rows, run_cli
 
 
@@ -136,7 +136,7 @@ def test_heatmaps_and_bounded_memory(tiny_model_dir, tmp_path, monkeypatch):
     """PNG overlays are named by input_id; decoded pixels are released as soon as they are scored."""
     from PIL import Image
 
-    from gcage_fast import pipeline
+    from gcage_fast.scan import local as pipeline
     from gcage_fast.config import ScanConfig
 
     src = tmp_path / "src"

@@ -15,7 +15,7 @@ from gcage_fast.errors import ExportError, ModelError
 from gcage_fast.export.cache import cached_export
 from gcage_fast.export.to_onnx import ExportOptions
 from gcage_fast.models.registry import load_model
-from gcage_fast.sinks.heatmaps import write_png_atomic
+from gcage_fast.output.heatmaps import write_png_atomic
 
 
 def _tiny_graph(path, external: bool):

@@ -6,7 +6,7 @@ import pytest
 
 import genimages as gen
 from gcage_fast.errors import InputError
-from gcage_fast.sources import display_path, enumerate_inputs, input_id
+from gcage_fast.ingest.sources import display_path, enumerate_inputs, input_id
 from helpers import read_rows, run_cli
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import genimages as gen
-from gcage_fast.evaluate import METRIC_KEYS
+from gcage_fast.evaluation.evaluate import METRIC_KEYS
 from gcage_fast.hashing import sha256_file
 from helpers import read_rows, run_cli
 
@@ -33,7 +33,7 @@ def _log(path):
 
 
 def test_train_outputs_complete_model_dirs(trained, labelled):
-    from gcage_fast.datasets import load_labelled
+    from gcage_fast.evaluation.datasets import load_labelled
 
     n_train = min(40, len(load_labelled(labelled).split("train").items))
     base = json.loads((trained / "base" / "model.json").read_text())

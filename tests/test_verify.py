@@ -8,8 +8,8 @@ import pytest
 
 import genimages as gen
 from gcage_fast.hashing import sha256_file
-from gcage_fast.schema import ROW_SCHEMA
-from gcage_fast.verify import verify_output
+from gcage_fast.output.schema import ROW_SCHEMA
+from gcage_fast.output.verify import verify_output
 from helpers import run_cli
 
 

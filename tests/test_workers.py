@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 import genimages as gen
-from gcage_fast.workers import PoolLimits, SupervisedPool
+from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
 from helpers import pool_double, pool_failure_code, read_rows, run_cli
 
 

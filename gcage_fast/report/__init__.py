@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gcage_fast.fsutil import atomic_write_bytes
-from gcage_fast.outdir import OutputDir
+from gcage_fast.output.outdir import OutputDir
 from gcage_fast.report.data import collect
 from gcage_fast.report.html import render_html
 from gcage_fast.report.thumbnails import make_thumbnails

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from gcage_fast.errors import OutputError
-from gcage_fast.outdir import OutputDir
+from gcage_fast.output.outdir import OutputDir
 
 __all__ = ["ReportData", "collect", "HIST_BINS"]
 

@@ -19,10 +19,10 @@ from PIL import Image
 
 from gcage_fast.config import Limits
 from gcage_fast.kernels.reference import PATCH, upsample_cams
-from gcage_fast.outdir import OutputDir
-from gcage_fast.prepare import PrepareTask, prepare, prepare_failure
-from gcage_fast.sinks.heatmaps import jet, render_overlay
-from gcage_fast.workers import PoolLimits, SupervisedPool
+from gcage_fast.output.outdir import OutputDir
+from gcage_fast.ingest.prepare import PrepareTask, prepare, prepare_failure
+from gcage_fast.output.heatmaps import jet, render_overlay
+from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
 
 __all__ = ["Thumbnail", "make_thumbnails", "THUMB_MAX"]
 

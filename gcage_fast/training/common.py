@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from gcage_fast.config import default_workers
-from gcage_fast.datasets import LabelledImage, LabelledSet, load_labelled, split_of
+from gcage_fast.evaluation.datasets import LabelledImage, LabelledSet, load_labelled, split_of
 from gcage_fast.fsutil import atomic_write_bytes
 from gcage_fast.errors import ConfigError
-from gcage_fast.metrics import MetricError, average_precision, best_balanced_threshold
+from gcage_fast.evaluation.metrics import MetricError, average_precision, best_balanced_threshold
 from gcage_fast.training.data import Augment, PatchCache, augment_patch
 from gcage_fast.training.loop import LoopConfig
 

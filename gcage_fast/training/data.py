@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from gcage_fast.config import Limits
-from gcage_fast.datasets import LabelledImage
-from gcage_fast.decode import DecodeFailure, decode_rgb
+from gcage_fast.evaluation.datasets import LabelledImage
+from gcage_fast.ingest.decode import DecodeFailure, decode_rgb
 from gcage_fast.hashing import sha256_json
 from gcage_fast.log import logger
-from gcage_fast.patches import PATCH, pad_to_patch, select
-from gcage_fast.prepare import read_file
-from gcage_fast.workers import SupervisedPool, WorkerFailure
+from gcage_fast.scoring.patches import PATCH, pad_to_patch, select
+from gcage_fast.ingest.prepare import read_file
+from gcage_fast.ingest.workers import SupervisedPool, WorkerFailure
 
 __all__ = ["RegionTask", "extract_regions", "PatchCache", "Augment", "augment_patch"]
 

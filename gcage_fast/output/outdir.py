@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from gcage_fast.errors import OutputError
 from gcage_fast.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
 from gcage_fast.hashing import sha256_file
-from gcage_fast.schema import PLAN_SCHEMA, SCHEMA_VERSION
-from gcage_fast.sources import InputRef
+from gcage_fast.output.schema import PLAN_SCHEMA, SCHEMA_VERSION
+from gcage_fast.ingest.sources import InputRef
 
 __all__ = ["OutputDir", "PlanEntry", "shard_name"]
 

@@ -8,7 +8,7 @@ once (one flat buffer, pinned staging memory on CUDA) and runs, on the device:
 3. ``fuse_cam`` of the pixels and the base runner's CAMs (one launch) -> the head runner;
 
 then copies back only the per-patch scores, the h×w CAMs and the selection, and aggregates per image exactly as
-:class:`gcage_fast.detector.Detector` (:func:`gcage_fast.detector.aggregate_scores`). The kernels are chosen by
+:class:`gcage_fast.scoring.host.Detector` (:func:`gcage_fast.scoring.host.aggregate_scores`). The kernels are chosen by
 :func:`gcage_fast.kernels.dispatch.resolve_kernels` (``kernel_impl`` or ``$GCAGE_KERNEL_IMPL``).
 
 Runners follow :class:`gcage_fast.engine.base.Runner` (NumPy in, NumPy out): a batch is copied to the host for
@@ -23,19 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gcage_fast.detector import ImageScore, aggregate_scores, base_patch_p_fake
+from gcage_fast.scoring.host import ImageScore, aggregate_scores, base_patch_p_fake
 from gcage_fast.engine.base import Runner, run_chunked
 from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table, selected_boxes, topk_per_image
 from gcage_fast.kernels.dispatch import KernelSet, resolve_kernels
 from gcage_fast.models.spec import ModelSpec
-from gcage_fast.patches import DISTANCE, PATCH, Selection
+from gcage_fast.scoring.patches import DISTANCE, PATCH, Selection
 
 __all__ = ["DeviceDetector", "DeviceResult"]
 
 
 @dataclass
 class DeviceResult:
-    """One image's patch selection (as :func:`gcage_fast.patches.select` gives it) and its scores."""
+    """One image's patch selection (as :func:`gcage_fast.scoring.patches.select` gives it) and its scores."""
 
     selection: Selection
     score: ImageScore

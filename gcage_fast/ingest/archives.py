@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gcage_fast.config import Limits
-from gcage_fast.decode import DecodeFailure
+from gcage_fast.ingest.decode import DecodeFailure
 
 __all__ = ["ArchiveMember", "ArchiveListing", "sniff_archive", "list_archive", "MemberReader", "unsafe_name",
            "is_archive_bytes"]

@@ -11,12 +11,12 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from gcage_fast.archives import MemberReader
+from gcage_fast.ingest.archives import MemberReader
 from gcage_fast.config import ScanConfig
-from gcage_fast.decode import DecodeFailure
-from gcage_fast.outdir import OutputDir, PlanEntry
-from gcage_fast.perturb import Perturbation
-from gcage_fast.prepare import Prepared, PrepareTask
+from gcage_fast.ingest.decode import DecodeFailure
+from gcage_fast.output.outdir import OutputDir, PlanEntry
+from gcage_fast.ingest.perturb import Perturbation
+from gcage_fast.ingest.prepare import Prepared, PrepareTask
 
 __all__ = ["InputFeed"]
 

@@ -29,22 +29,22 @@ import pyarrow.parquet as pq
 
 from gcage_fast import __version__, env
 from gcage_fast.config import ScanConfig, default_workers
-from gcage_fast.detector import Detector, ImageScore, score_one_by_one_on_oom
+from gcage_fast.scoring.host import Detector, ImageScore, score_one_by_one_on_oom
 from gcage_fast.errors import CircuitBreakerError, ConfigError, Interrupted, OutputError
-from gcage_fast.feed import InputFeed
+from gcage_fast.ingest.feed import InputFeed
 from gcage_fast.log import logger
-from gcage_fast.outdir import OutputDir, PlanEntry
-from gcage_fast.perturb import parse_perturbations
-from gcage_fast.prefetch import Prefetch
-from gcage_fast.prepare import Prepared, prepare, prepare_failure
-from gcage_fast.schema import SCHEMA_VERSION
-from gcage_fast.sinks.heatmaps import PREVIEW_MAX, render_overlay, write_png_atomic
-from gcage_fast.sinks.parquet import commit_shard
-from gcage_fast.sources import display_path, enumerate_inputs
-from gcage_fast.workers import PoolLimits, SupervisedPool
+from gcage_fast.output.outdir import OutputDir, PlanEntry
+from gcage_fast.ingest.perturb import parse_perturbations
+from gcage_fast.ingest.prefetch import Prefetch
+from gcage_fast.ingest.prepare import Prepared, prepare, prepare_failure
+from gcage_fast.output.schema import SCHEMA_VERSION
+from gcage_fast.output.heatmaps import PREVIEW_MAX, render_overlay, write_png_atomic
+from gcage_fast.output.parquet import commit_shard
+from gcage_fast.ingest.sources import display_path, enumerate_inputs
+from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
 
 if TYPE_CHECKING:
-    from gcage_fast.device_scoring import DeviceDetector
+    from gcage_fast.scoring.device import DeviceDetector
 
 __all__ = ["scan", "ScanProgress", "ScanSummary"]
 
@@ -375,7 +375,7 @@ _ENVIRONMENT_ERRORS = frozenset({"worker.crash", "worker.error"})
 
 
 def uses_device_path(config: ScanConfig) -> bool:
-    """Patch selection, gather and the fused step run on the engine's device (gcage_fast.device_scoring) on
+    """Patch selection, gather and the fused step run on the engine's device (gcage_fast.scoring.device) on
     ``--device cuda``, or when a kernel implementation is named explicitly (``--kernel-impl`` or
     ``$GCAGE_KERNEL_IMPL``, e.g. to check the Triton kernels under ``TRITON_INTERPRET=1`` on the CPU). A CPU scan
     with the default ``auto`` selects patches in the decode workers, as always."""
@@ -388,7 +388,7 @@ def _detector(config: ScanConfig, spec: Any, pair: Any, resolved: dict[str, Any]
     keep_heat = config.heatmaps == "png"
     if not uses_device_path(config):
         return Detector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size, keep_heat=keep_heat)
-    from gcage_fast.device_scoring import DeviceDetector
+    from gcage_fast.scoring.device import DeviceDetector
 
     return DeviceDetector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size, keep_heat=keep_heat,
                           device=config.device, kernel_impl=config.kernel_impl, top_k=resolved["top_k"])

@@ -20,13 +20,13 @@ from PIL import Image
 
 from gcage_fast.config import Limits
 from gcage_fast.env import test_hooks
-from gcage_fast.archives import is_archive_bytes
-from gcage_fast.decode import DecodeFailure, decode_rgb, sniff_format
-from gcage_fast.patches import PATCH, grid_shape, pad_to_patch, select
-from gcage_fast.perturb import Perturbation, apply_perturbation
+from gcage_fast.ingest.archives import is_archive_bytes
+from gcage_fast.ingest.decode import DecodeFailure, decode_rgb, sniff_format
+from gcage_fast.scoring.patches import PATCH, grid_shape, pad_to_patch, select
+from gcage_fast.ingest.perturb import Perturbation, apply_perturbation
 
 if TYPE_CHECKING:
-    from gcage_fast.workers import WorkerFailure
+    from gcage_fast.ingest.workers import WorkerFailure
 
 __all__ = ["PrepareTask", "Prepared", "prepare", "read_file"]
 
@@ -216,7 +216,7 @@ def prepare(task: PrepareTask) -> Prepared:
         return out.fail("limit.too_small", f"{out.width}x{out.height} is smaller than one {PATCH}x{PATCH} patch "
                         "(--small-images skip)", status="skipped")
     rgb, out.padded = pad_to_patch(img.rgb)
-    if task.full_image:  # the scan selects the patches on its device (gcage_fast.device_scoring)
+    if task.full_image:  # the scan selects the patches on its device (gcage_fast.scoring.device)
         num_x, num_y = grid_shape(rgb.shape[0], rgb.shape[1])
         out.n_patches_total, out.top_k, out.image = num_x * num_y, task.top_k, np.ascontiguousarray(rgb)
         out.frames_scanned = 1

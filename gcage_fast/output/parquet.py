@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from gcage_fast.errors import OutputError
 from gcage_fast.fsutil import atomic_write_json, fsync_dir, tmp_name
 from gcage_fast.hashing import sha256_bytes, sha256_file
-from gcage_fast.outdir import OutputDir
-from gcage_fast.schema import ROW_SCHEMA, SCHEMA_VERSION
+from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.schema import ROW_SCHEMA, SCHEMA_VERSION
 
 __all__ = ["commit_shard", "rows_table"]
 

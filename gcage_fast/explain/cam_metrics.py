@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gcage_fast.cam.quality import QualityOptions, mean_quality
-from gcage_fast.datasets import LabelledImage, load_labelled
+from gcage_fast.evaluation.datasets import LabelledImage, load_labelled
 from gcage_fast.errors import ConfigError, InputError
 
 __all__ = ["CamMetricsOptions", "cam_metrics", "cam_metrics_table"]
@@ -50,7 +50,7 @@ def _pick(items: list[LabelledImage], max_images: int | None, seed: int) -> list
 
 def cam_metrics(opts: CamMetricsOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Mean quality metrics per method, over all images and per label; JSON-ready."""
-    from gcage_fast.explain import ExplainOptions, Explainer
+    from gcage_fast.explain.explainer import ExplainOptions, Explainer
     from gcage_fast.models.registry import load_model
 
     t0 = time.perf_counter()

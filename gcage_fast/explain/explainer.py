@@ -19,12 +19,12 @@ from gcage_fast.cam.perturbation import ALL_METHODS, ablationcam, eigencam, forw
 from gcage_fast.cam.quality import QualityOptions, cam_quality
 from gcage_fast.cam.targets import CamTarget, parse_target
 from gcage_fast.config import CAM_METHODS, Limits
-from gcage_fast.detector import Detector, ImageScore
+from gcage_fast.scoring.host import Detector, ImageScore
 from gcage_fast.engine.base import Runner, infer_chunked
 from gcage_fast.errors import ConfigError, InputError, OutOfMemory
 from gcage_fast.kernels.reference import PATCH, minmax_normalize, upsample_cams
 from gcage_fast.models.registry import LoadedModel
-from gcage_fast.prepare import Prepared, PrepareTask, prepare
+from gcage_fast.ingest.prepare import Prepared, PrepareTask, prepare
 
 __all__ = ["ExplainOptions", "PatchExplanation", "Explanation", "Explainer", "parse_methods"]
 

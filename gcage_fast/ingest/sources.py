@@ -1,7 +1,7 @@
 """Enumerate inputs deterministically: files, directories (recursive), path lists and archive members.
 
 Every path found becomes exactly one :class:`InputRef` (an archive becomes one per member, see
-:mod:`gcage_fast.archives`). Paths are raw bytes (names need not be UTF-8) made absolute, de-duplicated and
+:mod:`gcage_fast.ingest.archives`). Paths are raw bytes (names need not be UTF-8) made absolute, de-duplicated and
 sorted by bytes, so the same inputs always give the same plan; members keep their order inside their archive.
 Things that cannot be scanned are kept with a preset outcome instead of being dropped: special files (FIFOs,
 sockets, devices), symbolic links when links are not followed, link loops, and directories that cannot be read.
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from gcage_fast.archives import list_archive, sniff_archive
+from gcage_fast.ingest.archives import list_archive, sniff_archive
 from gcage_fast.config import Limits
 from gcage_fast.errors import InputError
 

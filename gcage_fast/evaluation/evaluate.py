@@ -20,11 +20,11 @@ import numpy as np
 import pyarrow.dataset as pads
 
 from gcage_fast.config import ScanConfig
-from gcage_fast.datasets import LabelledImage, LabelledSet, load_labelled
+from gcage_fast.evaluation.datasets import LabelledImage, LabelledSet, load_labelled
 from gcage_fast.errors import ConfigError
 from gcage_fast.log import logger
-from gcage_fast.metrics import MetricError, binary_report
-from gcage_fast.perturb import parse_perturbations
+from gcage_fast.evaluation.metrics import MetricError, binary_report
+from gcage_fast.ingest.perturb import parse_perturbations
 
 __all__ = ["EvalOptions", "evaluate", "markdown_table", "METRIC_KEYS"]
 
@@ -75,7 +75,7 @@ def _report(items: list[LabelledImage], rows: dict[bytes, dict[str, Any]], colum
 def evaluate(opts: EvalOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the evaluation; returns the JSON-ready report (see :data:`METRIC_KEYS` for the per-row keys)."""
     from gcage_fast.models.registry import load_model
-    from gcage_fast.pipeline import scan
+    from gcage_fast.scan.local import scan
 
     t0 = time.perf_counter()
     model = load_model(opts.model)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gcage_fast.explain import Explanation
+from gcage_fast.explain.explainer import Explanation
 from gcage_fast.kernels.reference import PATCH
-from gcage_fast.sinks.heatmaps import jet, render_overlay
+from gcage_fast.output.heatmaps import jet, render_overlay
 
 __all__ = ["render_explanation", "render_method_grid", "colour_bar"]
 

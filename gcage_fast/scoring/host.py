@@ -20,7 +20,7 @@ from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
 from gcage_fast.kernels.reference import PATCH, gather_patches, quantize_cams
 from gcage_fast.log import logger
 from gcage_fast.models.spec import ModelSpec
-from gcage_fast.prepare import Prepared
+from gcage_fast.ingest.prepare import Prepared
 
 __all__ = ["ImageScore", "Detector", "aggregate_scores", "base_patch_p_fake", "score_one_by_one_on_oom"]
 

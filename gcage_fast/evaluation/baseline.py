@@ -18,7 +18,7 @@ from gcage_fast.cam.reference import reference_cam
 from gcage_fast.cam.targets import parse_target
 from gcage_fast.kernels.reference import FLAT_RTOL
 from gcage_fast.models.registry import LoadedModel
-from gcage_fast.patches import PATCH, pad_to_patch, select
+from gcage_fast.scoring.patches import PATCH, pad_to_patch, select
 
 __all__ = ["BaselineResult", "baseline_score", "torch_minmax"]
 

@@ -194,7 +194,7 @@ def scan(inputs: tuple[str, ...], output: str, from_list: str | None, model: str
       gcage-fast scan photos/ -o results/ --device cuda --precision fp16
     """
     from gcage_fast.config import Limits, ScanConfig
-    from gcage_fast.pipeline import scan as run_scan
+    from gcage_fast.scan.local import scan as run_scan
 
     _setup_logging(quiet)
     config = ScanConfig(
@@ -231,7 +231,7 @@ def verify(output: str, as_json: bool) -> None:
     Example:
       gcage-fast verify results/
     """
-    from gcage_fast.verify import verify_output
+    from gcage_fast.output.verify import verify_output
 
     report = verify_output(output)
     if as_json:
@@ -451,13 +451,13 @@ def eval_cmd(data: str, model: str | None, split: str, manifest: str | None, per
       gcage-fast eval ../shared/data/faces --split test --cam-metrics gradcam,gradcam++,layercam,eigencam,scorecam
       gcage-fast eval ../shared/data/faces --split test --precision int8 --calibration calib-images/
     """
-    from gcage_fast.evaluate import EvalOptions, evaluate, markdown_table
+    from gcage_fast.evaluation.evaluate import EvalOptions, evaluate, markdown_table
 
     _setup_logging(True)
     if cam_metrics_methods:
         from gcage_fast.cam.quality import QualityOptions
-        from gcage_fast.cam_metrics import CamMetricsOptions, cam_metrics, cam_metrics_table
-        from gcage_fast.explain import parse_methods
+        from gcage_fast.explain.cam_metrics import CamMetricsOptions, cam_metrics, cam_metrics_table
+        from gcage_fast.explain.explainer import parse_methods
 
         quality = QualityOptions(keep_top=_percent_list(keep_top, "--keep-top"),
                                  road_percentiles=_percent_list(road_percentiles, "--road-percentiles"))
@@ -530,11 +530,11 @@ def explain(image: str, output: str, model: str | None, cams: str, all_cams: boo
       gcage-fast explain photo.jpg -o why.png --cam scorecam,gradcam --metrics --json why.json
     """
     from gcage_fast.cam.quality import QualityOptions
-    from gcage_fast.explain import ExplainOptions, Explainer, parse_methods
+    from gcage_fast.explain.explainer import ExplainOptions, Explainer, parse_methods
     from gcage_fast.fsutil import atomic_write_json
     from gcage_fast.models.registry import load_model
-    from gcage_fast.sinks.heatmaps import write_png_atomic
-    from gcage_fast.visualize import render_explanation, render_method_grid
+    from gcage_fast.output.heatmaps import write_png_atomic
+    from gcage_fast.explain.visualize import render_explanation, render_method_grid
 
     _setup_logging(False)
     methods = parse_methods("all" if all_cams and cams == "gradcam" else cams)
@@ -751,7 +751,7 @@ def info(as_json: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- build-engine
-from gcage_fast.cli_engines import build_engine  # noqa: E402 - the command lives in its own module
+from gcage_fast.cli.engines import build_engine  # noqa: E402 - the command lives in its own module
 
 cli.add_command(build_engine)
 

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from gcage_fast.errors import OutputError
 from gcage_fast.hashing import sha256_file
-from gcage_fast.outdir import OutputDir
-from gcage_fast.schema import ROW_SCHEMA, SCORE_COLUMNS
+from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.schema import ROW_SCHEMA, SCORE_COLUMNS
 
 __all__ = ["VerifyReport", "verify_output"]
 

@@ -1,1 +1,0 @@
-"""Sinks: sharded Parquet results with atomic commits, and PNG heatmap overlays."""
