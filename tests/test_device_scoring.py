@@ -1,4 +1,4 @@
-"""DeviceDetector against Detector (fed by gcage_fast.ingest.prepare's patch selection), the device top-k, and the
+"""DeviceScorer against HostScorer (fed by gcage_fast.ingest.prepare's patch selection), the device top-k, and the
 kernel dispatcher's choices and errors."""
 
 import logging
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gcage_fast.scoring.host import Detector
-from gcage_fast.scoring.device import DeviceDetector
+from gcage_fast.scoring.host import HostScorer
+from gcage_fast.scoring.device import DeviceScorer
 from gcage_fast.engine.torch_runner import TorchRunner
 from gcage_fast.errors import ConfigError, EngineError, MissingDependencyError
 from gcage_fast.export.graphs import BASE_INPUT, HEAD_INPUT, HEAD_OUTPUTS, base_graph, base_output_names, head_graph
@@ -71,8 +71,8 @@ def test_reference_matches_detector(tiny_runners, keep_heat):
     images = _images(0, [(224, 672), (500, 300), (460, 700)])
     top_k = 3
     prepared = _prepared(images, top_k)
-    ref = Detector(spec, base, head, 0.5, batch_size=4, keep_heat=keep_heat).score(prepared)
-    dev = DeviceDetector(spec, base, head, 0.5, batch_size=4, keep_heat=keep_heat, kernel_impl="reference",
+    ref = HostScorer(spec, base, head, 0.5, batch_size=4, keep_heat=keep_heat).score(prepared)
+    dev = DeviceScorer(spec, base, head, 0.5, batch_size=4, keep_heat=keep_heat, kernel_impl="reference",
                          top_k=top_k)
     assert dev.kernel_impl == "reference"
     results = dev.run(images)
@@ -80,7 +80,9 @@ def test_reference_matches_detector(tiny_runners, keep_heat):
     if keep_heat:
         for res, r in zip(results, ref):
             np.testing.assert_allclose(res.score.heat, r.heat, rtol=0, atol=1e-5)
-    assert [s.p_fake for s in dev.score(images)] == [r.score.p_fake for r in results]
+    full = [Prepared(index=i, image=img, top_k=top_k) for i, img in enumerate(images)]
+    assert [s.p_fake for s in dev.score(full)] == [r.score.p_fake for r in results]
+    assert [p.boxes.tolist() for p in full] == [r.selection.boxes.tolist() for r in results]
     assert dev.score([]) == []
 
 
@@ -103,9 +105,9 @@ def test_base_only_model_and_torch_runner(tiny_runners):
 
     images = _images(1, [(300, 300), (224, 449)])
     prepared = _prepared(images, 2)
-    ref = Detector(spec, base, None, 0.5).score(prepared)
+    ref = HostScorer(spec, base, None, 0.5).score(prepared)
     runner = TorchIn()
-    dev = DeviceDetector(spec, runner, None, 0.5, kernel_impl="reference", top_k=2)
+    dev = DeviceScorer(spec, runner, None, 0.5, kernel_impl="reference", top_k=2)
     _assert_same(dev.run(images), ref, prepared, 1e-5)
     assert runner.seen and all(t is torch.Tensor for t in runner.seen)
 
@@ -114,8 +116,8 @@ def test_triton_interpreter_matches_detector(tiny_runners, triton_interpreted):
     spec, base, head = tiny_runners
     images = _images(2, [(224, 448), (230, 224)])
     prepared = _prepared(images, 2)
-    ref = Detector(spec, base, head, 0.5).score(prepared)
-    dev = DeviceDetector(spec, base, head, 0.5, kernel_impl="triton", top_k=2)
+    ref = HostScorer(spec, base, head, 0.5).score(prepared)
+    dev = DeviceScorer(spec, base, head, 0.5, kernel_impl="triton", top_k=2)
     assert dev.kernel_impl == "triton" and "interpreter" in dev.kernel_detail
     _assert_same(dev.run(images), ref, prepared, 1e-4)
 
@@ -129,9 +131,9 @@ def test_device_topk_order_and_ties():
 
 def test_small_image_is_refused(tiny_runners):
     spec, base, head = tiny_runners
-    dev = DeviceDetector(spec, base, head, 0.5, kernel_impl="reference")
+    dev = DeviceScorer(spec, base, head, 0.5, kernel_impl="reference")
     with pytest.raises(ValueError, match="smaller than one"):
-        dev.score([np.zeros((200, 300, 3), np.uint8)])
+        dev.run([np.zeros((200, 300, 3), np.uint8)])
 
 
 # --- dispatcher -------------------------------------------------------------------------------------------------

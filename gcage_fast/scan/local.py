@@ -22,14 +22,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from gcage_fast import __version__, env
 from gcage_fast.config import ScanConfig, default_workers
-from gcage_fast.scoring.host import Detector, ImageScore, score_one_by_one_on_oom
+from gcage_fast.scoring.base import ImageScore, Scorer
+from gcage_fast.scoring.factory import make_scorer, uses_device_path
 from gcage_fast.errors import CircuitBreakerError, ConfigError, Interrupted, OutputError
 from gcage_fast.ingest.feed import InputFeed
 from gcage_fast.log import logger
@@ -42,9 +43,6 @@ from gcage_fast.output.heatmaps import PREVIEW_MAX, render_overlay, write_png_at
 from gcage_fast.output.parquet import commit_shard
 from gcage_fast.ingest.sources import display_path, enumerate_inputs
 from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
-
-if TYPE_CHECKING:
-    from gcage_fast.scoring.device import DeviceDetector
 
 __all__ = ["scan", "ScanProgress", "ScanSummary"]
 
@@ -338,19 +336,16 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
         ctx = {"model_id": spec.model_id, "model_sha256": spec.sha256, "backend": backend_label,
                "cam_method": options.cam_method, "cam_target": options.cam_target, "run_id": run_id,
                "threshold": resolved["threshold"]}
-        detector = _detector(config, spec, pair, resolved)
-        if not isinstance(detector, Detector):
-            from gcage_fast.kernels.dispatch import requested_impl
-
-            info["kernels"] = {"impl": detector.kernel_impl, "detail": detector.kernel_detail,
-                               "requested": requested_impl(config.kernel_impl)}
-            logger.info("patch kernels: %s", detector.kernel_detail)
+        scorer = make_scorer(config, spec, pair, resolved["threshold"], resolved["top_k"])
+        if scorer.kernel_info is not None:
+            info["kernels"] = scorer.kernel_info
+            logger.info("patch kernels: %s", scorer.kernel_info["detail"])
             out.write_run(info)
         t_scan = time.perf_counter()
         limits = PoolLimits(timeout_s=config.limits.timeout_s, memory_bytes=config.limits.worker_memory_mb * 2**20,
                             recycle_rss_bytes=config.limits.worker_memory_mb * 2**20 // 2)
         with SupervisedPool(workers, prepare, prepare_failure, limits) as pool:
-            stats = _run_shards(config, out, plan, pending, pool, detector, ctx, resolved["top_k"], workers,
+            stats = _run_shards(config, out, plan, pending, pool, scorer, ctx, resolved["top_k"], workers,
                                 progress, t_scan)
         scan_s = time.perf_counter() - t_scan
 
@@ -374,40 +369,8 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
 _ENVIRONMENT_ERRORS = frozenset({"worker.crash", "worker.error"})
 
 
-def uses_device_path(config: ScanConfig) -> bool:
-    """Patch selection, gather and the fused step run on the engine's device (gcage_fast.scoring.device) on
-    ``--device cuda``, or when a kernel implementation is named explicitly (``--kernel-impl`` or
-    ``$GCAGE_KERNEL_IMPL``, e.g. to check the Triton kernels under ``TRITON_INTERPRET=1`` on the CPU). A CPU scan
-    with the default ``auto`` selects patches in the decode workers, as always."""
-    from gcage_fast.kernels.dispatch import requested_impl
-
-    return config.device == "cuda" or requested_impl(config.kernel_impl) != "auto"
-
-
-def _detector(config: ScanConfig, spec: Any, pair: Any, resolved: dict[str, Any]) -> Detector | DeviceDetector:
-    keep_heat = config.heatmaps == "png"
-    if not uses_device_path(config):
-        return Detector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size, keep_heat=keep_heat)
-    from gcage_fast.scoring.device import DeviceDetector
-
-    return DeviceDetector(spec, pair.base, pair.head, resolved["threshold"], config.batch_size, keep_heat=keep_heat,
-                          device=config.device, kernel_impl=config.kernel_impl, top_k=resolved["top_k"])
-
-
-def _score_batch(detector: Detector | DeviceDetector, preps: list[Prepared]) -> list[ImageScore | None]:
-    """Scores of ``preps``; on the device path the selection found there is written into each Prepared."""
-    if isinstance(detector, Detector):
-        return detector.score(preps)
-    results = score_one_by_one_on_oom(detector.run, [p.image for p in preps])
-    for prep, res in zip(preps, results):
-        if res is not None:
-            prep.boxes, prep.contrast = res.selection.boxes, res.selection.contrast
-            prep.n_patches_total = res.selection.n_total
-    return [None if r is None else r.score for r in results]
-
-
 def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pending: list[dict[str, Any]],
-                pool: SupervisedPool, detector: Detector | DeviceDetector, ctx: dict[str, Any], top_k: int, workers: int,
+                pool: SupervisedPool, scorer: Scorer, ctx: dict[str, Any], top_k: int, workers: int,
                 progress: Callable[[ScanProgress], None] | None, t_start: float) -> dict[str, int]:
     fault = _Fault()
     todo = sum(s["rows"] for s in pending)
@@ -424,7 +387,7 @@ def _run_shards(config: ScanConfig, out: OutputDir, plan: dict[str, Any], pendin
     def flush(shard: int) -> None:
         if not batch:
             return
-        for (entry, prep), score in zip(batch, _score_batch(detector, [p for _, p in batch])):
+        for (entry, prep), score in zip(batch, scorer.score([p for _, p in batch])):
             if score is None:  # out of device memory even alone, at batch size 1
                 prep.fail("engine.out_of_memory", "the engine ran out of device memory on this image's patches "
                           "at batch size 1")

@@ -1,6 +1,6 @@
 """Device-resident scoring: patch selection, gather and the fused step run where the engines run.
 
-:class:`DeviceDetector` takes decoded uint8 H×W×3 images (already padded to at least P per side), uploads each
+:class:`DeviceScorer` takes decoded uint8 H×W×3 images (already padded to at least P per side), uploads each
 once (one flat buffer, pinned staging memory on CUDA) and runs, on the device:
 
 1. ``patch_contrast`` over every grid patch of every image (one launch) and a per-image top-k (one stable sort);
@@ -8,7 +8,7 @@ once (one flat buffer, pinned staging memory on CUDA) and runs, on the device:
 3. ``fuse_cam`` of the pixels and the base runner's CAMs (one launch) -> the head runner;
 
 then copies back only the per-patch scores, the h×w CAMs and the selection, and aggregates per image exactly as
-:class:`gcage_fast.scoring.host.Detector` (:func:`gcage_fast.scoring.host.aggregate_scores`). The kernels are chosen by
+:class:`gcage_fast.scoring.host.HostScorer` (:func:`gcage_fast.scoring.aggregate.aggregate_scores`). The kernels are chosen by
 :func:`gcage_fast.kernels.dispatch.resolve_kernels` (``kernel_impl`` or ``$GCAGE_KERNEL_IMPL``).
 
 Runners follow :class:`gcage_fast.engine.base.Runner` (NumPy in, NumPy out): a batch is copied to the host for
@@ -19,18 +19,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from gcage_fast.scoring.host import ImageScore, aggregate_scores, base_patch_p_fake
 from gcage_fast.engine.base import Runner, run_chunked
 from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table, selected_boxes, topk_per_image
 from gcage_fast.kernels.dispatch import KernelSet, resolve_kernels
 from gcage_fast.models.spec import ModelSpec
+from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
+from gcage_fast.scoring.base import ImageScore, score_one_by_one_on_oom
 from gcage_fast.scoring.patches import DISTANCE, PATCH, Selection
 
-__all__ = ["DeviceDetector", "DeviceResult"]
+if TYPE_CHECKING:
+    from gcage_fast.ingest.prepare import Prepared
+
+__all__ = ["DeviceScorer", "DeviceResult"]
 
 
 @dataclass
@@ -41,8 +46,8 @@ class DeviceResult:
     score: ImageScore
 
 
-class DeviceDetector:
-    """Scores decoded images with the patch work on ``device``; same results as :class:`Detector`.
+class DeviceScorer:
+    """Scores decoded images with the patch work on ``device``; same results as :class:`HostScorer`.
 
     Args:
         spec: the model spec (class names, authentic index, default ``top_k``).
@@ -68,6 +73,7 @@ class DeviceDetector:
         self.top_k = spec.top_k if top_k is None else top_k
         self.patch = patch
         self.distance = distance
+        self.kernel_request = kernel_impl
         self.kernels: KernelSet = resolve_kernels(kernel_impl, self.device)
 
     @property
@@ -80,9 +86,24 @@ class DeviceDetector:
         """Which code runs each kernel, e.g. ``triton (compiled)``."""
         return self.kernels.detail
 
-    def score(self, images: Sequence[np.ndarray]) -> list[ImageScore]:
-        """Scores for ``images`` (uint8 H×W×3, both sides >= P), in the same order."""
-        return [r.score for r in self.run(images)]
+    @property
+    def kernel_info(self) -> dict[str, str]:
+        """What run.json records about the patch kernels."""
+        from gcage_fast.kernels.dispatch import requested_impl
+
+        return {"impl": self.kernel_impl, "detail": self.kernel_detail,
+                "requested": requested_impl(self.kernel_request)}
+
+    def score(self, items: list[Prepared]) -> list[ImageScore | None]:
+        """Scores for ``items`` (prepared with ``full_image``: the padded image, no patches), in the same order; the
+        selection found on the device is written into each item (boxes, contrast, n_patches_total). An image that
+        does not fit in device memory even alone gets None."""
+        results = score_one_by_one_on_oom(self.run, [p.image for p in items])
+        for prep, res in zip(items, results):
+            if res is not None:
+                prep.boxes, prep.contrast = res.selection.boxes, res.selection.contrast
+                prep.n_patches_total = res.selection.n_total
+        return [None if r is None else r.score for r in results]
 
     def run(self, images: Sequence[np.ndarray]) -> list[DeviceResult]:
         """Selection and scores for ``images`` (uint8 H×W×3, both sides >= P), in the same order."""
