@@ -19,7 +19,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,11 +28,23 @@ from gcage_fast.errors import OutputError
 from gcage_fast.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
 from gcage_fast.hashing import sha256_file
 from gcage_fast.output.schema import PLAN_SCHEMA, SCHEMA_VERSION
-from gcage_fast.ingest.sources import InputRef
 
-__all__ = ["OutputDir", "PlanEntry", "shard_name"]
+__all__ = ["OutputDir", "PlanEntry", "PlanInput", "shard_name"]
 
 _OURS = ("run.json", "plan", "parts", "commits", "heatmaps")
+
+
+class PlanInput(Protocol):
+    """What the plan stores of one input (:class:`gcage_fast.ingest.sources.InputRef` is one): the output layer
+    keeps no knowledge of how inputs are found."""
+
+    input_id: str
+    path: str
+    path_bytes: bytes
+    member: bytes | None
+    member_index: int | None
+    preset: tuple[str, str, str] | None
+    flags: tuple[str, ...]
 
 
 def shard_name(shard: int) -> str:
@@ -182,7 +194,7 @@ class OutputDir:
         atomic_write_json(self.run_json, info)
 
     # ---- plan
-    def write_plan(self, refs: list[InputRef], shard_size: int, tag: str) -> dict[str, Any]:
+    def write_plan(self, refs: list[PlanInput], shard_size: int, tag: str) -> dict[str, Any]:
         """Freeze the plan: one Parquet file per shard, then plan.json (written last)."""
         self.plan_dir.mkdir(exist_ok=True)
         shards = []
