@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import ROOT, append_csv, machine, markdown
+from gcage_fast.precision import SCAN_PRECISIONS
 
 SUITES = ("engine", "pipeline", "stages", "scaling", "kernels", "precision")
 FACES = ROOT.parent / "shared" / "data" / "faces"
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
             continue
         if suite == "precision":
-            wanted = precisions if args.precisions != "fp32" else ["fp32", "fp16", "int8", "bf16"]
+            wanted = precisions if args.precisions != "fp32" else list(SCAN_PRECISIONS)
             prec_rows = s.precision_suite(args.model, repeats, args.quick, args.threads, wanted, args.calibration,
                                           args.faces)
             text = _precision_markdown(prec_rows, facts, command, args.calibration)
