@@ -33,3 +33,53 @@ def test_every_error_code_is_documented():
 def test_every_column_is_documented():
     missing = [f.name for f in ROW_SCHEMA if f"`{f.name}`" not in README]
     assert not missing, missing
+
+
+_DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_PATH_RE = re.compile(r"(?<![\w/.])((?:gcage_fast|export|kernels|benchmarks|tests)/[\w/]*\w\.(?:py|cu))\b")
+_DOTTED_RE = re.compile(r"(?<![\w.])(gcage_fast(?:\.\w+)+)")
+
+
+def _help_texts() -> str:
+    """Every command's --help, as a user sees it."""
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    texts = [runner.invoke(cli, ["--help"]).output]
+    texts += [runner.invoke(cli, [name, "--help"]).output for name in cli.commands]
+    return "\n".join(texts)
+
+
+def _resolves(dotted: str) -> bool:
+    """``gcage_fast.a.b.c``: a module, or a module's attribute (a class, a function, a method of a class)."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def test_every_module_path_in_the_docs_and_help_exists():
+    """README, docs/*.md and every --help name modules that exist (the layout they describe is the code's)."""
+    texts = {str(p.relative_to(ROOT)): p.read_text() for p in _DOCS}
+    texts["--help"] = _help_texts()
+    missing = sorted({f"{where}: {m}" for where, text in texts.items() for m in _PATH_RE.findall(text)
+                      if not (ROOT / m).exists()})
+    assert not missing, missing
+
+
+def test_every_dotted_name_in_the_docs_and_help_resolves():
+    texts = {str(p.relative_to(ROOT)): p.read_text() for p in _DOCS}
+    texts["--help"] = _help_texts()
+    missing = sorted({f"{where}: {m}" for where, text in texts.items() for m in _DOTTED_RE.findall(text)
+                      if not _resolves(m.rstrip("."))})
+    assert not missing, missing
