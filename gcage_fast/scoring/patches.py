@@ -7,7 +7,8 @@
   distance 5, angle 0, 256 levels, symmetric, normed. Sums are exact integers, so ranking is exact.
 - Selection: the ``top_k`` patches by descending contrast, ties broken by the lower index k.
 
-NumPy only (this module runs in the decode workers).
+NumPy only (this module runs in the decode workers). ``PATCH`` is re-exported from
+:mod:`gcage_fast.kernels.reference`, where the patch size has its one definition (kernels sit below scoring).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gcage_fast.kernels.reference import PATCH
+
 __all__ = ["PATCH", "DISTANCE", "grayscale", "grid_shape", "contrast_sums", "select", "pad_to_patch", "Selection"]
 
-PATCH = 224
 DISTANCE = 5
 _W = (np.float32(0.2989), np.float32(0.587), np.float32(0.114))
 
