@@ -10,8 +10,9 @@
   makes the write of shard N fail with ENOSPC instead). Used by the fault-injection tests; never set it in
   production.
 - ``GCAGE_TEST_HOOKS``: test hook, ``1`` to let decode workers act on magic file contents (a file starting with
-  ``GCAGE-TEST-ABORT``, ``-SEGV``, ``-HANG`` or ``-ALLOC`` aborts, segfaults, hangs or allocates without bound),
-  so tests can drive the worker-supervision paths. Off unless set; never set it in production.
+  ``GCAGE-TEST-ABORT``, ``-SEGV`` or ``-HANG`` aborts, segfaults or sleeps an hour; one starting with
+  ``GCAGE-TEST-ALLOC`` asks for more than the worker's memory limit in one allocation, so it fails at once), so
+  tests can drive the worker-supervision paths. Off unless set; never set it in production.
 """
 
 from __future__ import annotations

@@ -158,9 +158,13 @@ def _test_hook(data: bytes) -> None:
     if data.startswith(b"GCAGE-TEST-HANG"):
         time.sleep(3600)
     if data.startswith(b"GCAGE-TEST-ALLOC"):
-        hoard = []
-        while True:
-            hoard.append(np.ones(2**27, dtype=np.uint8))  # 128 MiB at a time, touched
+        # One allocation of the worker's whole address-space limit (it already uses some, so it cannot fit): the
+        # MemoryError comes at once, however loaded the machine. Filling memory gradually raced the timeout.
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        np.empty(limit if limit != resource.RLIM_INFINITY else 2**62, dtype=np.uint8)
+        raise AssertionError("GCAGE-TEST-ALLOC: an allocation of the whole memory limit succeeded")
 
 
 _EXTENSIONS = {b"jpg": "JPEG", b"jpeg": "JPEG", b"jpe": "JPEG", b"jfif": "JPEG", b"png": "PNG", b"webp": "WEBP",

@@ -261,7 +261,8 @@ class SupervisedPool:
     def _service(self, w: _Worker, ready_objs: list[Any], queue: deque, results: dict[int, tuple[Any, Any]]) -> None:
         assert w.job is not None
         seq, tag, task, attempt, deadline = w.job
-        if w.conn in ready_objs:
+        # A result that arrived after wait() returned still counts: the timeout is for a worker that gave none.
+        if w.conn in ready_objs or (time.monotonic() >= deadline and w.conn.poll()):
             try:
                 got_seq, result = w.conn.recv()
             except (EOFError, OSError):
