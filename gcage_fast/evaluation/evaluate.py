@@ -20,20 +20,30 @@ import numpy as np
 import pyarrow.dataset as pads
 
 from gcage_fast.config import ScanConfig
-from gcage_fast.evaluation.datasets import LabelledImage, LabelledSet, load_labelled
+from gcage_fast.evaluation.datasets import SPLITS, LabelledImage, LabelledSet, load_labelled
 from gcage_fast.errors import ConfigError
 from gcage_fast.log import logger
 from gcage_fast.evaluation.metrics import MetricError, binary_report
 from gcage_fast.ingest.perturb import parse_perturbations
 
-__all__ = ["EvalOptions", "evaluate", "markdown_table", "METRIC_KEYS"]
+__all__ = ["EvalConfig", "EvalOptions", "evaluate", "markdown_table", "METRIC_KEYS"]
 
 METRIC_KEYS = ("n_real", "n_fake", "ap", "roc_auc", "acc", "acc_real", "acc_fake", "precision", "recall", "f1",
                "threshold", "best_threshold", "best_balanced_acc", "ece", "n_unscanned")
 
 
 @dataclass(frozen=True)
-class EvalOptions:
+class EvalConfig:
+    """Everything ``gcage-fast eval`` needs (detection metrics). ``None`` means "take it from the model spec"
+    (model: the bundled one; top_k: the model's) or "choose automatically" (workers, threads).
+
+    Attributes:
+        data: a labelled folder: manifest.csv, ai/ + real/, or 0_real/ + 1_fake/ (gcage_fast.evaluation.datasets).
+        split: ``all`` or one content-hash split (train, val, test).
+        perturb: comma list of perturbations, each one scan (``none`` = the images as they are).
+        top_k: patch counts to sweep, each one scan.
+    """
+
     data: str
     model: str | None = None
     split: str = "all"
@@ -47,6 +57,27 @@ class EvalOptions:
     threads: int | None = None
     precision: str = "fp32"
     calibration: str | None = None
+
+    def scan_config(self, listing: str, output: str, top_k: int | None = None, perturb: str | None = None,
+                    model: str | None = None, shard_size: int = ScanConfig.shard_size) -> ScanConfig:
+        """The scan of one (perturbation, top-k) combination: the files named in ``listing`` into ``output``."""
+        return ScanConfig(inputs=(), from_list=listing, output=output, model=model or self.model,
+                          backend=self.backend, device=self.device, precision=self.precision,
+                          calibration=self.calibration, top_k=top_k, batch_size=self.batch_size,
+                          workers=self.workers, threads=self.threads, shard_size=shard_size, perturb=perturb)
+
+    def validate(self) -> None:
+        """Raise ConfigError for an invalid option (before any model is loaded or image scanned)."""
+        if self.split not in ("all", *SPLITS):
+            raise ConfigError(f"unknown split {self.split!r}; choose all, {', '.join(SPLITS)}")
+        if self.top_k is not None and (not self.top_k or min(self.top_k) < 1):
+            raise ConfigError("top_k must list one or more patch counts, each at least 1")
+        parse_perturbations(self.perturb)
+        self.scan_config("inputs.txt", "out", max(self.top_k) if self.top_k else None).validate()
+
+
+#: The name this configuration had first (the CLI and the benchmarks use it).
+EvalOptions = EvalConfig
 
 
 def _groups(ds: LabelledSet) -> dict[str, list[LabelledImage]]:
@@ -72,11 +103,17 @@ def _report(items: list[LabelledImage], rows: dict[bytes, dict[str, Any]], colum
     return report
 
 
-def evaluate(opts: EvalOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the evaluation; returns the JSON-ready report (see :data:`METRIC_KEYS` for the per-row keys)."""
+def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the evaluation; returns the JSON-ready report (see :data:`METRIC_KEYS` for the per-row keys).
+
+    Raises:
+        GcageError: ConfigError for invalid options, MetricError when the split lacks real or fake images, and
+            whatever the scans raise (see gcage_fast.scan.scan).
+    """
     from gcage_fast.models.registry import load_model
     from gcage_fast.scan.local import scan
 
+    opts.validate()
     t0 = time.perf_counter()
     model = load_model(opts.model)
     spec = model.spec
@@ -103,13 +140,8 @@ def evaluate(opts: EvalOptions, progress: Callable[[str], None] | None = None) -
                 if progress:
                     progress(f"scanning {len(ds.items)} images (perturb {p.label}, top-k {k})")
                 out = Path(tmp) / f"scan-{p.label.replace(':', '_')}-k{k}"
-                summary = scan(ScanConfig(
-                    inputs=(), from_list=str(listing), output=str(out), model=str(model.path),
-                    backend=opts.backend, device=opts.device, precision=opts.precision,
-                    calibration=opts.calibration, top_k=k, batch_size=opts.batch_size,
-                    workers=opts.workers, threads=opts.threads, shard_size=max(1, len(ds.items)),
-                    perturb=None if p.name == "none" else p.label,
-                ))
+                summary = scan(opts.scan_config(str(listing), str(out), k, None if p.name == "none" else p.label,
+                                                model=str(model.path), shard_size=max(1, len(ds.items))))
                 backend_label = summary.backend
                 table = pads.dataset(out / "parts", format="parquet").to_table(
                     columns=["path_bytes", "status", "p_fake", "base_p_fake"])
