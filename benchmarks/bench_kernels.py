@@ -142,7 +142,7 @@ def _bench_impl(name: str, kernels, case: _Case, device: torch.device, repeats: 
 def _numpy_rows(case: _Case, repeats: int, copy_bps: float) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The NumPy oracle (and the CPU scan's fused step) on the host: the baseline of the ``x_numpy`` column."""
     from gcage_fast.kernels import reference as ref
-    from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
+    from gcage_fast.kernels.cpu import fuse_cam_from_patches
     from gcage_fast.scoring.patches import contrast_sums, grayscale, select
 
     p = case.patch
@@ -170,7 +170,7 @@ def _numpy_rows(case: _Case, repeats: int, copy_bps: float) -> tuple[list[dict[s
         ("fuse_cam (cams)", "numpy oracle", n, lambda: ref.fuse_cam(case.images, boxes, cams, p),
          px + cams.nbytes + n * 4 * p * p * 4, "fuse_cam"),
         ("fuse_cam (cams)", "numpy cpu.py (scan path, from gathered patches)", n,
-         lambda: fuse_cam_from_patches_fast(patches, cams), px * 4 + cams.nbytes + n * 4 * p * p * 4, None),
+         lambda: fuse_cam_from_patches(patches, cams), px * 4 + cams.nbytes + n * 4 * p * p * 4, None),
         ("fuse_cam (activations)", "numpy oracle", n, from_act,
          px + acts.nbytes + weights.nbytes + cams.nbytes + n * 4 * p * p * 4, "fuse_cam+act"),
     ]

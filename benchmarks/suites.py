@@ -42,7 +42,7 @@ def engine_suite(model_ref: str | None, backends: list[str], batches: list[int],
                  threads: int | None, precisions: list[str] = ("fp32",), calibration: str | None = None) -> list[Row]:
     """Base and head graphs alone on pre-made patch batches; and the chain base -> fused step -> head."""
     from gcage_fast.engine.base import infer_chunked
-    from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast as fuse_cam_from_patches
+    from gcage_fast.kernels.cpu import fuse_cam_from_patches
     from gcage_fast.models.registry import load_model
 
     model = load_model(model_ref)
@@ -177,7 +177,7 @@ def stages_suite(model_ref: str | None, backend: str, quick: bool, threads: int 
     from gcage_fast.config import Limits
     from gcage_fast.ingest.decode import decode_rgb
     from gcage_fast.engine.base import infer_chunked
-    from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
+    from gcage_fast.kernels.cpu import fuse_cam_from_patches
     from gcage_fast.kernels.reference import gather_patches, quantize_cams
     from gcage_fast.models.registry import load_model
     from gcage_fast.scoring.patches import PATCH, pad_to_patch, select
@@ -213,7 +213,7 @@ def stages_suite(model_ref: str | None, backend: str, quick: bool, threads: int 
         out = infer_chunked(pair.base, x, batch)
         times["base engine"] = time.perf_counter() - t
         t = time.perf_counter()
-        fused = fuse_cam_from_patches_fast(x, out["cam"])  # what a scan runs
+        fused = fuse_cam_from_patches(x, out["cam"])  # what a scan runs
         times["fused step"] = time.perf_counter() - t
         t = time.perf_counter()
         p = infer_chunked(pair.head, fused, batch)["p_fake"] if pair.head is not None else out["probs"][:, 0]

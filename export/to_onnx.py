@@ -204,7 +204,7 @@ def parity_statistic(precision: str) -> str:
 
 def _head_calibration(base: torch.nn.Module, patches: np.ndarray) -> np.ndarray:
     """The head's real input for calibration patches: the patches with the float32 base graph's CAM."""
-    from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
+    from gcage_fast.kernels.cpu import fuse_cam_from_patches as fuse_cam_from_patches_fast
 
     with torch.no_grad():
         cams = np.concatenate([base(torch.from_numpy(patches[i:i + 16]))[1].numpy()

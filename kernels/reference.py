@@ -1,8 +1,8 @@
 """Reference implementation of the fused step (DESIGN.md §2 step 5): patch gather + CAM upsampling + per-patch
 min-max + the 4-channel G-CAGE input. NumPy only.
 
-This is the oracle that the fast CPU version (``kernels/cpu.py``, used by scans) and the Triton and CUDA kernels
-must match; training uses it directly.
+This is the test oracle: the production host version (``kernels/cpu.py``, which scans, training, export parity
+checks and benchmarks run) and the Triton and CUDA kernels must match it. Nothing in production calls its fused step.
 
 Conventions:
 - ``images`` is a sequence of uint8 arrays H×W×3 (RGB); ``boxes`` is an int array (N, 3) of

@@ -1,5 +1,6 @@
 """The fused step's reference (kernels/reference.py) against a plain torch composition:
-F.interpolate (bilinear, align_corners=False) + per-patch min-max + torch.cat."""
+F.interpolate (bilinear, align_corners=False) + per-patch min-max + torch.cat; and the production fused step
+(kernels/cpu.py, the one scans and training share) against the reference."""
 
 import numpy as np
 import pytest
@@ -78,8 +79,8 @@ def test_minmax_and_quantize():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("shape", [(7, 7), (5, 9), (1, 3)])
-def test_fast_cpu_fuse_matches_the_reference(seed, shape):
-    from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
+def test_production_fuse_matches_the_reference(seed, shape):
+    from gcage_fast.kernels.cpu import fuse_cam_from_patches as production_fuse
 
     rng = np.random.default_rng(seed)
     n, p = 5, 37 + seed * 50  # odd patch sizes too
@@ -88,8 +89,19 @@ def test_fast_cpu_fuse_matches_the_reference(seed, shape):
     cams[1] = 0.0  # all-zero map -> zeros
     cams[2] = 3.5  # flat map -> zeros
     ref = fuse_cam_from_patches(patches, cams)
-    got = fuse_cam_from_patches_fast(patches, cams)
+    got = production_fuse(patches, cams)
     assert got.dtype == np.float32 and got.shape == ref.shape == (n, 4, p, p)
     assert np.array_equal(got[:, :3], ref[:, :3])
     assert np.abs(got[:, 3] - ref[:, 3]).max() <= 1e-5  # both maps are in [0, 1]
     assert not got[1:3, 3].any()
+
+
+def test_scan_and_training_share_one_fused_step():
+    """No train/serve skew: the head is trained on inputs built by the very function a scan uses."""
+    from gcage_fast import kernels
+    from gcage_fast.kernels import cpu
+    from gcage_fast.scoring import host
+    from gcage_fast.training import head
+
+    assert host.fuse_cam_from_patches is head.fuse_cam_from_patches is cpu.fuse_cam_from_patches
+    assert kernels.fuse_cam_from_patches is cpu.fuse_cam_from_patches

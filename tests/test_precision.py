@@ -91,7 +91,7 @@ def test_fp16_graphs_are_valid_mixed_and_within_bounds(exports, calib_dir):
         b32 = _session(fp32_dir / "base.onnx").run(None, {"patches": x})
         b16 = _session(d / "base.onnx").run(None, {"patches": x})
         assert np.abs(b16[0] - b32[0]).max() <= REDUCED_TOL["fp16"]["probs"]
-        from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
+        from gcage_fast.kernels.cpu import fuse_cam_from_patches as fuse_cam_from_patches_fast
 
         fused = fuse_cam_from_patches_fast(x, b32[1])
         h32 = _session(fp32_dir / "head.onnx").run(None, {"head_input": fused})[0]

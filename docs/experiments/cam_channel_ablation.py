@@ -17,7 +17,8 @@ from gcage_fast.config import Limits
 from gcage_fast.evaluation.datasets import load_labelled
 from gcage_fast.ingest.decode import decode_rgb
 from gcage_fast.export.graphs import base_graph, head_graph
-from gcage_fast.kernels.reference import fuse_cam_from_patches, gather_patches
+from gcage_fast.kernels.cpu import fuse_cam_from_patches
+from gcage_fast.kernels.reference import gather_patches
 from gcage_fast.evaluation.metrics import average_precision, threshold_metrics
 from gcage_fast.models.registry import load_model
 from gcage_fast.scoring.patches import pad_to_patch, select

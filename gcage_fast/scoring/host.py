@@ -9,7 +9,7 @@ import numpy as np
 
 from gcage_fast.engine.base import Runner, infer_chunked
 from gcage_fast.ingest.prepare import Prepared
-from gcage_fast.kernels.cpu import fuse_cam_from_patches_fast
+from gcage_fast.kernels.cpu import fuse_cam_from_patches
 from gcage_fast.kernels.reference import PATCH, gather_patches
 from gcage_fast.models.spec import ModelSpec
 from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
@@ -57,7 +57,7 @@ class HostScorer:
         x = gather_patches([strip], boxes)
         out = infer_chunked(self.base, x, self.batch_size)
         probs, cams = out["probs"], out["cam"]
-        fused = fuse_cam_from_patches_fast(x, cams)
+        fused = fuse_cam_from_patches(x, cams)
         if self.head is not None:
             patch_p = infer_chunked(self.head, fused, self.batch_size)["p_fake"].astype(np.float32)
         else:

@@ -1,7 +1,7 @@
 """``gcage-fast train-head``: train the G-CAGE head on the 4-channel inputs a scan would build.
 
 Each training patch goes through the base model's graph (the same ONNX graph and runner the scan uses, or the
-torch runner without onnxruntime) to get its CAM, and through the fused step of ``kernels/reference.py`` to get
+torch runner without onnxruntime) to get its CAM, and through the scan's own fused step (``kernels/cpu.py``) to get
 the head input. Heatmaps are computed on the fly rather than cached: the base pass is cheap next to the epoch
 (one forward per patch, no backward), and on-the-fly CAMs always match the augmented pixels (a flipped, shifted,
 blurred or recompressed patch gets its own heatmap), so the head trains on exactly what it will see.
@@ -23,7 +23,7 @@ from gcage_fast.engine.base import infer_chunked
 from gcage_fast.engine.factory import create_runners
 from gcage_fast.export.to_onnx import ExportOptions
 from gcage_fast.hashing import sha256_json
-from gcage_fast.kernels.reference import fuse_cam_from_patches
+from gcage_fast.kernels.cpu import fuse_cam_from_patches
 from gcage_fast.models.head import GCageHead
 from gcage_fast.models.registry import load_model, write_model_dir
 from gcage_fast.models.spec import CamSpec
