@@ -82,9 +82,9 @@ def cpu_hog():
 @pytest.fixture(scope="module")
 def warm_model(tiny_model_dir, tmp_path_factory):
     """The tiny model with its ONNX export cached, so the loaded scan below spends its time on the files."""
-    src = tmp_path_factory.mktemp("warm")
-    gen.save_image(src / "one.jpg", 260, 240, 0)
-    run_cli("scan", src, "-o", src / "out", "--model", tiny_model_dir, "--workers", "0", "--quiet")
+    warm = tmp_path_factory.mktemp("warm")
+    gen.save_image(warm / "src" / "one.jpg", 260, 240, 0)
+    run_cli("scan", warm / "src", "-o", warm / "out", "--model", tiny_model_dir, "--workers", "0", "--quiet")
     return tiny_model_dir
 
 
