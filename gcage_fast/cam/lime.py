@@ -15,11 +15,12 @@ from collections.abc import Callable
 import numpy as np
 
 from gcage_fast.cam.perturbation import target_from_probs
+from gcage_fast.cam.registry import PatchInputs
 from gcage_fast.cam.targets import CamTarget
 from gcage_fast.errors import ConfigError
 from gcage_fast.optional import available
 
-__all__ = ["grid_segments", "segments_for", "lime", "ridge_weighted"]
+__all__ = ["grid_segments", "segments_for", "lime", "ridge_weighted", "explain_lime"]
 
 
 def grid_segments(size: int, cells: int = 8) -> np.ndarray:
@@ -79,3 +80,12 @@ def lime(patch: np.ndarray, target: CamTarget, probs_fn: Callable[[np.ndarray], 
     coef, _ = ridge_weighted(z.astype(np.float64), y, weights)
     heat = np.maximum(coef[segments], 0).astype(np.float32)[None]
     return heat, segments, coef
+
+
+def explain_lime(p: PatchInputs) -> tuple[None, np.ndarray]:
+    """The ``explain`` entry of LIME in gcage_fast.cam.registry: no raw map, the min-max normalised heatmap."""
+    from gcage_fast.kernels.reference import minmax_normalize
+
+    heat, _, _ = lime(p.patch, p.target, p.probs_fn, p.probs, p.lime_samples, p.seed, p.lime_segmentation,
+                      batch_size=p.batch_size)
+    return None, minmax_normalize(heat)[0]

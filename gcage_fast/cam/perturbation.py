@@ -22,14 +22,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from gcage_fast.cam.registry import ALL_METHODS, IN_GRAPH_METHODS, PatchInputs
+from gcage_fast.cam.registry import EXPLAIN_ONLY_METHODS as EXTRA_METHODS
 from gcage_fast.cam.targets import CamTarget
-from gcage_fast.config import CAM_METHODS
 
 __all__ = ["EXTRA_METHODS", "ALL_METHODS", "forward_family", "eigencam", "scorecam", "ablationcam",
-           "target_from_probs"]
-
-EXTRA_METHODS = ("eigencam", "scorecam", "ablationcam", "lime")
-ALL_METHODS = CAM_METHODS + EXTRA_METHODS
+           "target_from_probs", "explain_forward", "explain_eigencam", "explain_scorecam", "explain_ablationcam"]
 
 
 def forward_family(acts: np.ndarray, grad: np.ndarray) -> dict[str, np.ndarray]:
@@ -40,7 +38,7 @@ def forward_family(acts: np.ndarray, grad: np.ndarray) -> dict[str, np.ndarray]:
     g = torch.from_numpy(np.asarray(grad, np.float32))
     hw = a.shape[2] * a.shape[3]
     out = {}
-    for method in CAM_METHODS:
+    for method in IN_GRAPH_METHODS:
         alpha = cam_weights(method, g, a.sum(dim=(2, 3)), hw)
         out[method] = torch.relu(torch.einsum("nk,nkhw->nhw", alpha, a)).numpy()
     return out
@@ -107,3 +105,23 @@ def ablationcam(base: torch.nn.Module, patch: np.ndarray, acts: np.ndarray, targ
     y = target_from_probs(target, probs, probs[0])
     weights = (y[0] - y[1:]) / (y[0] if y[0] != 0 else 1e-12)
     return np.maximum(np.einsum("k,khw->hw", weights, acts), 0)[None].astype(np.float32)
+
+
+# The ``explain`` entries of gcage_fast.cam.registry: one patch of an explanation -> (raw map (h, w), None).
+
+
+def explain_forward(p: PatchInputs) -> tuple[np.ndarray, None]:
+    """An in-graph method: its map from the forward family, computed once for all patches."""
+    return p.family[p.method][p.index], None
+
+
+def explain_eigencam(p: PatchInputs) -> tuple[np.ndarray, None]:
+    return eigencam(p.acts[None])[0], None
+
+
+def explain_scorecam(p: PatchInputs) -> tuple[np.ndarray, None]:
+    return scorecam(p.patch, p.acts, p.target, p.probs_fn, p.probs, p.batch_size)[0], None
+
+
+def explain_ablationcam(p: PatchInputs) -> tuple[np.ndarray, None]:
+    return ablationcam(p.base, p.patch, p.acts, p.target)[0], None

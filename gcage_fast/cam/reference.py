@@ -8,35 +8,52 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gcage_fast.cam.registry import IN_GRAPH_METHODS, METHODS
 from gcage_fast.cam.targets import CamTarget, target_value
 
-__all__ = ["reference_cam"]
+__all__ = ["reference_cam", "gradcam", "hirescam", "xgradcam", "gradcam_pp", "layercam"]
+
+
+def gradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM: the spatial mean of the gradient weighs each channel."""
+    w = grads.mean(dim=(2, 3))
+    return torch.einsum("nk,nkhw->nhw", w, acts)
+
+
+def hirescam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """HiResCAM: the gradient times the activations, summed over channels."""
+    return (grads * acts).sum(dim=1)
+
+
+def xgradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """XGradCAM: channel weights sum_ij G A / (sum_ij A + 1e-7)."""
+    s = acts.sum(dim=(2, 3), keepdim=True)
+    w = (grads * acts / (s + 1e-7)).sum(dim=(2, 3))
+    return torch.einsum("nk,nkhw->nhw", w, acts)
+
+
+def gradcam_pp(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++: channel weights sum_ij relu(G) G^2 / (2 G^2 + S G^3 + 1e-6)."""
+    g2 = grads**2
+    g3 = g2 * grads
+    s = acts.sum(dim=(2, 3), keepdim=True)
+    a = g2 / (2 * g2 + s * g3 + 1e-6)
+    a = torch.where(grads != 0, a, torch.zeros_like(a))
+    w = (torch.relu(grads) * a).sum(dim=(2, 3))
+    return torch.einsum("nk,nkhw->nhw", w, acts)
+
+
+def layercam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """LayerCAM: relu(gradient) times the activations, summed over channels."""
+    return (torch.relu(grads) * acts).sum(dim=1)
 
 
 def _spatial_cam(method: str, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """pytorch-grad-cam's formulas on general (non-uniform) gradients; returns relu(cam) (N, h, w)."""
-    if method == "gradcam":
-        w = grads.mean(dim=(2, 3))
-        cam = torch.einsum("nk,nkhw->nhw", w, acts)
-    elif method == "hirescam":
-        cam = (grads * acts).sum(dim=1)
-    elif method == "xgradcam":
-        s = acts.sum(dim=(2, 3), keepdim=True)
-        w = (grads * acts / (s + 1e-7)).sum(dim=(2, 3))
-        cam = torch.einsum("nk,nkhw->nhw", w, acts)
-    elif method == "gradcam++":
-        g2 = grads**2
-        g3 = g2 * grads
-        s = acts.sum(dim=(2, 3), keepdim=True)
-        a = g2 / (2 * g2 + s * g3 + 1e-6)
-        a = torch.where(grads != 0, a, torch.zeros_like(a))
-        w = (torch.relu(grads) * a).sum(dim=(2, 3))
-        cam = torch.einsum("nk,nkhw->nhw", w, acts)
-    elif method == "layercam":
-        cam = (torch.relu(grads) * acts).sum(dim=1)
-    else:
+    """pytorch-grad-cam's formulas on general (non-uniform) gradients; returns relu(cam) (N, h, w). The formula of
+    each method is its registry entry's ``reference``."""
+    if method not in IN_GRAPH_METHODS:
         raise ValueError(f"unknown CAM method {method!r}")
-    return torch.relu(cam)
+    return torch.relu(METHODS[method].reference_fn()(acts, grads))
 
 
 def reference_cam(base: nn.Module, x: torch.Tensor, method: str, target: CamTarget, layer: str = "layer4"):

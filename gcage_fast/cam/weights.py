@@ -10,29 +10,45 @@ position (DESIGN.md §2 step 4). With a uniform gradient G_k every method below 
   alpha = sum_ij relu(G) a = h*w relu(G) a.
 - LayerCAM (Jiang et al., IEEE TIP 2021): sum_k relu(G_k) * A_k, i.e. alpha = relu(G).
 
-The constants are pytorch-grad-cam's, so results agree with it numerically, not just up to scale.
+The constants are pytorch-grad-cam's, so results agree with it numerically, not just up to scale. Which function
+serves which method is :data:`gcage_fast.cam.registry.METHODS`'s ``weights``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from gcage_fast.config import CAM_METHODS as METHODS
+from gcage_fast.cam.registry import IN_GRAPH_METHODS as METHODS
+from gcage_fast.cam.registry import METHODS as REGISTRY
 
-__all__ = ["METHODS", "cam_weights"]
+__all__ = ["METHODS", "cam_weights", "uniform_gradient", "xgradcam", "gradcam_pp", "layercam"]
+
+
+def uniform_gradient(grad: torch.Tensor, act_sum: torch.Tensor, hw: int) -> torch.Tensor:
+    """Grad-CAM and HiResCAM: alpha = G."""
+    return grad
+
+
+def xgradcam(grad: torch.Tensor, act_sum: torch.Tensor, hw: int) -> torch.Tensor:
+    """XGradCAM: alpha = G S / (S + 1e-7)."""
+    return grad * act_sum / (act_sum + 1e-7)
+
+
+def gradcam_pp(grad: torch.Tensor, act_sum: torch.Tensor, hw: int) -> torch.Tensor:
+    """Grad-CAM++: alpha = h*w relu(G) G^2 / (2 G^2 + S G^3 + 1e-6), 0 where G = 0."""
+    g2 = grad * grad
+    a = g2 / (2 * g2 + act_sum * g2 * grad + 1e-6)
+    a = torch.where(grad != 0, a, torch.zeros_like(a))
+    return torch.relu(grad) * a * hw
+
+
+def layercam(grad: torch.Tensor, act_sum: torch.Tensor, hw: int) -> torch.Tensor:
+    """LayerCAM: alpha = relu(G)."""
+    return torch.relu(grad)
 
 
 def cam_weights(method: str, grad: torch.Tensor, act_sum: torch.Tensor, hw: int) -> torch.Tensor:
     """alpha (N, K) from the uniform gradient ``grad`` (N, K) and ``act_sum`` = sum_ij A (N, K)."""
-    if method in ("gradcam", "hirescam"):
-        return grad
-    if method == "xgradcam":
-        return grad * act_sum / (act_sum + 1e-7)
-    if method == "gradcam++":
-        g2 = grad * grad
-        a = g2 / (2 * g2 + act_sum * g2 * grad + 1e-6)
-        a = torch.where(grad != 0, a, torch.zeros_like(a))
-        return torch.relu(grad) * a * hw
-    if method == "layercam":
-        return torch.relu(grad)
-    raise ValueError(f"unknown CAM method {method!r}; known: {', '.join(METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; known: {', '.join(METHODS)}")
+    return REGISTRY[method].weights_fn()(grad, act_sum, hw)

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from gcage_fast.cam.perturbation import ALL_METHODS, ablationcam, eigencam, forward_family, scorecam
+from gcage_fast.cam.perturbation import forward_family
 from gcage_fast.cam.quality import QualityOptions, cam_quality
+from gcage_fast.cam.registry import ALL_METHODS, METHODS, PatchInputs
 from gcage_fast.cam.targets import CamTarget, parse_target
-from gcage_fast.config import CAM_METHODS, Limits
-from gcage_fast.scoring.host import Detector, ImageScore
+from gcage_fast.config import Limits
+from gcage_fast.scoring.base import ImageScore
+from gcage_fast.scoring.host import HostScorer
 from gcage_fast.engine.base import Runner, infer_chunked
 from gcage_fast.errors import ConfigError, InputError, OutOfMemory
 from gcage_fast.kernels.reference import PATCH, minmax_normalize, upsample_cams
@@ -195,7 +197,7 @@ class Explainer:
 
     def explain_prepared(self, prepared: Prepared, source: str) -> Explanation:
         spec = self.model.spec
-        detector = Detector(spec, self._verdict.base, self._verdict.head, spec.threshold, self.options.batch_size)
+        detector = HostScorer(spec, self._verdict.base, self._verdict.head, spec.threshold, self.options.batch_size)
         score = detector.score([prepared])[0]
         if score is None:
             raise OutOfMemory("the engine ran out of device memory on this image's patches at batch size 1")
@@ -228,21 +230,15 @@ class Explainer:
 
     def _one(self, method: str, patch: np.ndarray, acts: np.ndarray, probs: np.ndarray,
              family: dict[str, np.ndarray], i: int) -> tuple[np.ndarray | None, np.ndarray]:
-        """(raw h×w map or None, normalised P×P heatmap) of one method for one patch."""
-        if method == "lime":
-            from gcage_fast.cam.lime import lime
-
-            heat, _, _ = lime(patch, self.target, self.probs, probs, self.options.lime_samples, self.options.seed,
-                              self.options.lime_segmentation, batch_size=self.options.batch_size)
-            return None, minmax_normalize(heat)[0]
-        if method in CAM_METHODS:
-            cam = family[method][i]
-        elif method == "eigencam":
-            cam = eigencam(acts[None])[0]
-        elif method == "scorecam":
-            cam = scorecam(patch, acts, self.target, self.probs, probs, self.options.batch_size)[0]
-        elif method == "ablationcam":
-            cam = ablationcam(self.model.base, patch, acts, self.target)[0]
-        else:  # pragma: no cover - parse_methods rejects it
+        """(raw h×w map or None, normalised P×P heatmap) of one method for one patch: the method's ``explain``
+        function in gcage_fast.cam.registry, and the raw map upsampled and normalised when it gives no heatmap."""
+        entry = METHODS.get(method)
+        if entry is None:  # pragma: no cover - parse_methods rejects it
             raise ConfigError(f"unknown CAM method {method!r}")
-        return cam, minmax_normalize(upsample_cams(cam[None], PATCH))[0]
+        o = self.options
+        cam, heat = entry.explain_fn()(PatchInputs(method, i, patch, acts, probs, family, self.target, self.probs,
+                                                   self.model.base, o.batch_size, o.lime_samples,
+                                                   o.lime_segmentation, o.seed))
+        if heat is None:
+            heat = minmax_normalize(upsample_cams(cam[None], PATCH))[0]
+        return cam, heat
