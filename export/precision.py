@@ -40,13 +40,11 @@ from gcage_fast.log import logger
 from gcage_fast.optional import require
 
 __all__ = [
-    "PRECISIONS",
     "DEFAULT_CALIBRATION",
     "CALIBRATION_MAX_IMAGES",
     "Calibration",
     "HalfBase",
     "HalfHead",
-    "check_precision",
     "calibration_files",
     "calibration_fingerprint",
     "load_calibration",
@@ -55,7 +53,6 @@ __all__ = [
     "INT8_TARGETS",
 ]
 
-PRECISIONS = ("fp32", "fp16", "int8")
 #: The bundled sample images, seen from a checkout (export/ beside gcage_fast/); an installed package has them at
 #: gcage_fast/samples/images, next to gcage_fast/export/.
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent / "gcage_fast" / "samples" / "images"
@@ -70,11 +67,6 @@ def _default_calibration() -> Path:
     if DEFAULT_CALIBRATION.is_dir():
         return DEFAULT_CALIBRATION
     return Path(__file__).resolve().parent.parent / "samples" / "images"  # installed: gcage_fast/export/..
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
 
 
 class HalfBase(nn.Module):

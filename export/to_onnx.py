@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcage_fast.cam.weights import METHODS
+from gcage_fast.cam.registry import IN_GRAPH_METHODS as METHODS
 from gcage_fast.errors import ConfigError, ExportError
 from gcage_fast.export.graphs import (
     BASE_INPUT,
@@ -35,7 +35,6 @@ from gcage_fast.export.precision import (
     INT8_TARGETS,
     HalfBase,
     HalfHead,
-    check_precision,
     load_calibration,
     quantize_int8,
 )
@@ -43,6 +42,7 @@ from gcage_fast.fsutil import atomic_write_json
 from gcage_fast.hashing import sha256_file
 from gcage_fast.models.registry import LoadedModel
 from gcage_fast.optional import require
+from gcage_fast.precision import GRAPH_PRECISIONS, check_precision
 
 __all__ = ["ExportOptions", "ExportReport", "export_model", "GRAPH_VERSION", "PARITY_TOL", "PARITY_BATCHES",
            "REDUCED_TOL", "parity_bound"]
@@ -100,7 +100,7 @@ class ExportOptions:
         return opts
 
     def validate(self, model: LoadedModel) -> None:
-        check_precision(self.precision)
+        check_precision(self.precision, GRAPH_PRECISIONS)
         if self.calibration is not None and self.precision != "int8":
             raise ConfigError("a calibration directory only applies to --precision int8")
         if self.int8_target not in INT8_TARGETS:

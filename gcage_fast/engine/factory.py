@@ -24,17 +24,9 @@ from gcage_fast.fsutil import private_dir
 from gcage_fast.log import logger
 from gcage_fast.models.registry import LoadedModel
 from gcage_fast.optional import available
+from gcage_fast.precision import PRECISIONS_BY_BACKEND, Precision
 
-__all__ = ["RunnerPair", "resolve_backend", "create_runners", "graph_precision", "check_device", "ort_gpu_options",
-           "PRECISIONS_BY_BACKEND"]
-
-#: What each backend runs. fp16/int8 for ort and tensorrt are graphs of their own (export/precision.py);
-#: fp16/bf16 for torch are autocast (fp16 on CUDA only).
-PRECISIONS_BY_BACKEND = {
-    "ort": ("fp32", "fp16", "int8"),
-    "tensorrt": ("fp32", "fp16", "int8"),
-    "torch": ("fp32", "fp16", "bf16"),
-}
+__all__ = ["RunnerPair", "resolve_backend", "create_runners", "graph_precision", "check_device", "ort_gpu_options"]
 
 
 @dataclass
@@ -95,10 +87,10 @@ def graph_precision(backend: str, precision: str) -> str:
     if allowed is None:
         raise ConfigError(f"unknown backend {backend!r}; choose auto, ort, tensorrt or torch")
     if precision not in allowed:
-        where = {"int8": " (int8 runs on --backend ort or tensorrt)",
-                 "bf16": " (bf16 runs on --backend torch)"}.get(precision, "")
+        hosts = [b for b, runs in PRECISIONS_BY_BACKEND.items() if precision in runs]
+        where = f" ({precision} runs on --backend {' or '.join(hosts)})" if hosts else ""
         raise ConfigError(f"--backend {backend} runs --precision {', '.join(allowed)}, not {precision}{where}")
-    return "fp32" if backend == "torch" else precision
+    return Precision.FP32.value if backend == "torch" else precision
 
 
 def ort_gpu_options(device: str, batch_size: int) -> GpuOptions | None:

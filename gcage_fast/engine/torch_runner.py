@@ -16,6 +16,7 @@ from torch import nn
 
 from gcage_fast.engine.base import RunnerInfo
 from gcage_fast.errors import ConfigError, EngineError
+from gcage_fast.precision import PRECISIONS_BY_BACKEND
 
 __all__ = ["TorchRunner", "AUTOCAST_DTYPES"]
 
@@ -39,7 +40,7 @@ class TorchRunner:
 
     def __init__(self, module: nn.Module, input_name: str, output_names: tuple[str, ...], device: str = "cpu",
                  threads: int | None = None, precision: str = "fp32") -> None:
-        if precision not in ("fp32", *AUTOCAST_DTYPES):
+        if precision not in PRECISIONS_BY_BACKEND["torch"]:
             raise ConfigError(f"the torch backend runs fp32, bf16 or fp16, not {precision!r}")
         if precision == "fp16" and device != "cuda":
             raise ConfigError("--precision fp16 on the torch backend needs --device cuda (use bf16 on the CPU, or "
