@@ -38,12 +38,13 @@ from gcage_fast.export.engine_cache import (
     read_verified,
     write_engine,
 )
+from gcage_fast.export.self_contained import refuse_external_data
 from gcage_fast.fsutil import atomic_write_bytes
 from gcage_fast.hashing import sha256_bytes, sha256_json
 from gcage_fast.log import logger
+from gcage_fast.precision import GRAPH_PRECISIONS, check_precision
 
 __all__ = [
-    "PRECISIONS",
     "DEFAULT_WORKSPACE_BYTES",
     "INSTALL_HINT",
     "OnnxGraphInfo",
@@ -59,7 +60,6 @@ __all__ = [
     "default_timing_cache",
 ]
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_BYTES = 4 << 30
 INSTALL_HINT = ("install it from NVIDIA's package index: pip install 'gcage-fast[tensorrt]' (the tensorrt package "
                 "fetches its libraries from https://pypi.nvidia.com, which must be reachable), or "
@@ -116,16 +116,7 @@ def inspect_onnx(data: bytes, name: str = "graph") -> OnnxGraphInfo:
     """Read the input, outputs and stated precision of a serialized ONNX model (refusing external data)."""
     import onnx
 
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # noqa: BLE001 - a graph onnx cannot parse is refused
-        raise EngineError(f"cannot parse {name} as ONNX: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
-    graph = model.graph
-    tensors = list(graph.initializer)
-    for node in graph.node:
-        tensors += [a.t for a in node.attribute if a.HasField("t")]
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
-        raise EngineError(f"{name} references external tensor data; gcage_fast only builds self-contained graphs")
+    graph = refuse_external_data(data, name, EngineError, "builds").graph
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -197,8 +188,7 @@ class PrecisionPlan:
 
 def plan_precision(major: int, requested: str, graph_precision: str) -> PrecisionPlan:
     """The build mode for ``requested`` on TensorRT ``major`` given what the graph states (see the module doc)."""
-    if requested not in PRECISIONS:
-        raise ConfigError(f"unknown precision {requested!r}; choose {', '.join(PRECISIONS)}")
+    check_precision(requested, GRAPH_PRECISIONS)
     if requested == graph_precision:
         return PrecisionPlan(True, (), f"strongly typed ({graph_precision} graph)")
     if major == 10 and requested == "fp16" and graph_precision == "fp32":
@@ -309,8 +299,7 @@ class EngineRecord:
 
 
 def _validate(precision: str, min_batch: int, opt_batch: int, max_batch: int, workspace_bytes: int) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    check_precision(precision, GRAPH_PRECISIONS)
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ConfigError(f"batch sizes must satisfy 1 <= min <= opt <= max (got {min_batch}/{opt_batch}/"
                           f"{max_batch})")

@@ -19,28 +19,11 @@ import numpy as np
 
 from gcage_fast.engine.base import RunnerInfo
 from gcage_fast.errors import EngineError, ModelError
+from gcage_fast.export.self_contained import refuse_external_data
 from gcage_fast.hashing import sha256_file
 from gcage_fast.optional import require
 
 __all__ = ["OrtRunner", "GpuOptions", "providers_for", "provider_options", "refuse_external_data"]
-
-
-def refuse_external_data(path: Path) -> Any:
-    """Refuse a graph that references external tensor data: gcage_fast writes self-contained graphs, and an
-    external-data path is a known way to make a runtime read arbitrary host files into tensors. Returns the
-    parsed ``onnx.ModelProto``."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - a graph onnx cannot parse is refused
-        raise ModelError(f"cannot parse {path} as ONNX: {str(exc).splitlines()[0]}") from exc
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors += [a.t for a in node.attribute if a.HasField("t")]
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
-        raise ModelError(f"{path} references external tensor data; gcage_fast only runs self-contained graphs")
-    return model
 
 
 @dataclass(frozen=True)
