@@ -54,14 +54,10 @@ def _valid(entry: Path, model: LoadedModel) -> bool:
     return all((entry / f).is_file() and sha256_file(entry / f) == h for f, h in files.items())
 
 
-def _private_dir(path: Path) -> Path:
-    return private_dir(path, "export cache", ExportError)
-
-
 def cached_export(model: LoadedModel, options: ExportOptions, cache_root: Path | None = None) -> Path:
     """Directory holding verified ``base.onnx`` (+ ``head.onnx``) for ``model`` and ``options``."""
     root = (cache_root or env.cache_dir()) / "onnx"
-    _private_dir(root)
+    private_dir(root, "export cache", ExportError)
     entry = root / f"{model.spec.name}-{cache_key(model, options)}"
     if entry.is_dir():
         if _valid(entry, model):

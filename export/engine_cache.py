@@ -109,14 +109,10 @@ class EngineKey:
                 f"{self.precision}, batch {self.min_shape[0]}/{self.opt_shape[0]}/{self.max_shape[0]}")
 
 
-def _private_dir(path: Path) -> Path:
-    return private_dir(path, "engine cache", EngineError)
-
-
 def engines_dir(cache_root: Path | None = None) -> Path:
     """``<cache dir>/engines``, created private (0700) or checked to be private."""
     root = Path(cache_root) if cache_root is not None else env.cache_dir()
-    return _private_dir(root / "engines")
+    return private_dir(root / "engines", "engine cache", EngineError)
 
 
 def metadata_path(engine_path: str | Path) -> Path:

@@ -1,4 +1,5 @@
-"""Durable file writes: temp file in the same directory, fsync, rename, fsync the directory."""
+"""Durable file writes (temp file in the same directory, fsync, rename, fsync the directory), and the private
+cache directories whose files gcage_fast executes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "fsync_dir", "tmp_name"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "fsync_dir", "tmp_name", "private_dir"]
 
 
 def fsync_dir(path: str | Path) -> None:
