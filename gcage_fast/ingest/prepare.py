@@ -24,6 +24,7 @@ from gcage_fast.ingest.archives import is_archive_bytes
 from gcage_fast.ingest.decode import DecodeFailure, decode_rgb, sniff_format
 from gcage_fast.scoring.patches import PATCH, grid_shape, pad_to_patch, select
 from gcage_fast.ingest.perturb import Perturbation, apply_perturbation
+from gcage_fast.text import printable
 
 if TYPE_CHECKING:
     from gcage_fast.ingest.workers import WorkerFailure
@@ -79,7 +80,7 @@ class Prepared:
     top_k: int = 0  # with ``image``: how many patches the device selects
 
     def fail(self, code: str, detail: str, status: str = "error") -> Prepared:
-        self.status, self.error_code, self.error_detail = status, code, _printable(detail)[:512]
+        self.status, self.error_code, self.error_detail = status, code, printable(detail)[:512]
         self.patches = self.image = self.boxes = self.contrast = self.preview = None
         return self
 
@@ -89,11 +90,6 @@ class Prepared:
         if self.patches is not None:
             return len(self.patches)
         return min(self.top_k, self.n_patches_total or 0) if self.image is not None else 0
-
-
-def _printable(text: str) -> str:
-    """Control characters escaped, so details are safe to print on a terminal or in logs."""
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 _FS_ERRNO = {

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from gcage_fast.ingest.archives import list_archive, sniff_archive
 from gcage_fast.config import Limits
 from gcage_fast.errors import InputError
+from gcage_fast.text import printable
 
 __all__ = ["InputRef", "input_id", "display_path", "enumerate_inputs", "read_path_list"]
 
@@ -54,8 +55,7 @@ def input_id(path_bytes: bytes, member: bytes | None = None, member_index: int |
 
 def display_path(raw: bytes) -> str:
     """A printable string for a raw path: undecodable bytes as \\xNN, control characters escaped."""
-    text = raw.decode("utf-8", errors="backslashreplace")
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+    return printable(raw.decode("utf-8", errors="backslashreplace"))
 
 
 def _special(st_mode: int) -> str:
