@@ -1,17 +1,13 @@
-"""Models: SuSy (base detector), the G-CAGE head, model specs and the registry."""
+"""Models: SuSy (base detector), the G-CAGE head, model specs, the base architectures and the model registry.
 
-from gcage_fast.models.head import GCageHead, count_macs
-from gcage_fast.models.registry import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    init_model,
-    list_models,
-    load_model,
-    resolve_model,
-    write_model_dir,
-)
-from gcage_fast.models.spec import CamSpec, ModelSpec, read_spec
-from gcage_fast.models.susy import SUSY_CLASSES, SuSy
+Importing this package does not import torch: :mod:`gcage_fast.models.spec` and
+:mod:`gcage_fast.models.architectures` are pure Python (the command line reads their names), and the names below
+that need torch load on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -29,3 +25,18 @@ __all__ = [
     "resolve_model",
     "write_model_dir",
 ]
+
+_HOMES = {
+    "gcage_fast.models.head": ("GCageHead", "count_macs"),
+    "gcage_fast.models.registry": ("DEFAULT_MODEL", "LoadedModel", "init_model", "list_models", "load_model",
+                                   "resolve_model", "write_model_dir"),
+    "gcage_fast.models.spec": ("CamSpec", "ModelSpec", "read_spec"),
+    "gcage_fast.models.susy": ("SUSY_CLASSES", "SuSy"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str):  # lazy: the torch modules load when one of their names is first used
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(name)

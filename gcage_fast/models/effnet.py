@@ -19,7 +19,8 @@ from torch.nn import functional as F
 
 from gcage_fast.models.susy import MLP
 
-__all__ = ["EfficientNetLite0", "EffNetFeatures", "EffNetDetector", "load_imagenet_trunk", "BLOCKS"]
+__all__ = ["EfficientNetLite0", "EffNetFeatures", "EffNetDetector", "load_imagenet_trunk", "load_imagenet_detector",
+           "BLOCKS"]
 
 # (kernel, stride, expand ratio, in channels, out channels) of the 16 MBConv blocks of EfficientNet-B0/Lite0.
 BLOCKS = (
@@ -139,3 +140,9 @@ def load_imagenet_trunk(trunk: EfficientNetLite0, path: str | Path | None = None
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     trunk.load_state_dict({k: v for k, v in state.items() if not k.startswith("_fc.")}, strict=True)
     return Path(path)
+
+
+def load_imagenet_detector(detector: EffNetDetector, path: str | Path | None = None) -> Path:
+    """:func:`load_imagenet_trunk` into a detector's backbone (the ``pretrained`` entry of ``effnet-lite0`` in
+    :mod:`gcage_fast.models.architectures`); the MLP head keeps its initialisation."""
+    return load_imagenet_trunk(detector.feature_extractor.backbone, path)

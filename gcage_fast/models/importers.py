@@ -14,9 +14,10 @@ import torch
 
 from gcage_fast.errors import ModelError
 from gcage_fast.hashing import sha256_file
+from gcage_fast.models.architectures import architecture
 from gcage_fast.models.registry import write_model_dir
 from gcage_fast.models.spec import ModelSpec
-from gcage_fast.models.susy import SUSY_CLASSES, SuSy
+from gcage_fast.models.susy import SUSY_CLASSES
 
 __all__ = ["ImportReport", "import_susy", "IMPORT_ATOL"]
 
@@ -52,16 +53,17 @@ def import_susy(pt_path: str | Path, out_dir: str | Path, *, trust_torchscript: 
     except Exception as exc:  # noqa: BLE001 - torch.jit.load raises RuntimeError and others
         raise ModelError(f"cannot load {path} as TorchScript: {str(exc).splitlines()[0]}") from exc
     sd = scripted.state_dict()
-    width = _dim0(sd, "feature_extractor.resnet_model.conv1.weight", 64)
-    hidden = _dim0(sd, "mlp.fc1.weight", 256)
-    n_classes = _dim0(sd, "mlp.fc3.weight", len(SUSY_CLASSES))
+    arch = architecture("susy")
+    width = _dim0(sd, arch.width_key, 64)
+    hidden = _dim0(sd, arch.hidden_key, 256)
+    n_classes = _dim0(sd, arch.classes_key, len(SUSY_CLASSES))
     if class_names is None:
         if n_classes != len(SUSY_CLASSES):
             raise ModelError(f"the model has {n_classes} classes; name them with --classes (authentic first)")
         class_names = SUSY_CLASSES
     if len(class_names) != n_classes:
         raise ModelError(f"--classes names {len(class_names)} classes but the model has {n_classes}")
-    model = SuSy(num_classes=n_classes, width=width, hidden=hidden).eval()
+    model = arch.build(n_classes, width, hidden).eval()
     result = model.load_state_dict(sd, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(

@@ -15,10 +15,9 @@ from torch import nn
 from gcage_fast import env
 from gcage_fast.errors import ModelError
 from gcage_fast.hashing import sha256_file
+from gcage_fast.models.architectures import ARCHITECTURES, BASE_ARCHS, architecture
 from gcage_fast.models.head import GCageHead
-from gcage_fast.models.effnet import EffNetDetector
-from gcage_fast.models.spec import BASE_ARCHS, SPEC_FILE, BaseSpec, CamSpec, HeadSpec, ModelSpec, read_spec, write_spec
-from gcage_fast.models.susy import SuSy
+from gcage_fast.models.spec import SPEC_FILE, BaseSpec, CamSpec, HeadSpec, ModelSpec, read_spec, write_spec
 from gcage_fast.models.weights import load_weights, save_weights
 
 __all__ = [
@@ -55,7 +54,7 @@ class LoadedModel:
 
     spec: ModelSpec
     path: Path
-    base: nn.Module  # SuSy or EffNetDetector
+    base: nn.Module  # a base detector of one of gcage_fast.models.architectures
     head: GCageHead | None
 
 
@@ -114,19 +113,21 @@ def build_base(spec: ModelSpec) -> nn.Module:
 
 
 def create_base(arch: str, num_classes: int, width: int = 64, hidden: int = 256) -> nn.Module:
-    if arch == "susy":
-        return SuSy(num_classes=num_classes, width=width, hidden=hidden)
-    if arch == "effnet-lite0":
-        return EffNetDetector(num_classes=num_classes, hidden=hidden)
-    raise ModelError(f"unknown base architecture {arch!r} (known: {', '.join(BASE_ARCHS)})")
+    """An untrained base detector of the architecture called ``arch`` (see :mod:`gcage_fast.models.architectures`).
+
+    Raises:
+        ModelError: an unknown architecture.
+    """
+    return architecture(arch).build(num_classes, width, hidden)
 
 
 def base_arch(base: nn.Module) -> tuple[str, int, int]:
-    """(arch, width, hidden) of a base detector module."""
-    hidden = base.mlp.fc1.out_features
-    if isinstance(base, EffNetDetector):
-        return "effnet-lite0", 0, hidden
-    return "susy", base.feature_extractor.resnet_model.conv1.out_channels, hidden
+    """(arch, width, hidden) of a base detector module: its architecture's name and sizes (width 0 when fixed)."""
+    for entry in ARCHITECTURES.values():
+        if isinstance(base, entry.module_class()):
+            return (entry.name, *entry.sizes(base.state_dict()))
+    raise ModelError(f"{type(base).__name__} is not a base detector of a known architecture "
+                     f"(known: {', '.join(BASE_ARCHS)})")
 
 
 def build_head(spec: ModelSpec) -> GCageHead | None:
@@ -232,7 +233,7 @@ def init_model(
         torch.random.set_rng_state(gen_state)
     return write_model_dir(
         out_dir,
-        name=name or (f"random-w{width}-s{seed}" if arch == "susy" else f"random-{arch}-s{seed}"),
+        name=name or architecture(arch).random_name.format(arch=arch, width=width, seed=seed),
         version="0",
         class_names=class_names,
         base=base,

@@ -12,19 +12,20 @@ from typing import Any
 
 from gcage_fast.errors import ModelError
 from gcage_fast.hashing import sha256_json
+from gcage_fast.models.architectures import BASE_ARCHS
 
 __all__ = ["BASE_ARCHS", "SPEC_FILE", "SPEC_VERSION", "BaseSpec", "HeadSpec", "CamSpec", "ModelSpec", "read_spec", "write_spec"]
 
 SPEC_FILE = "model.json"
-BASE_ARCHS = ("susy", "effnet-lite0")
 SPEC_VERSION = 1
 _SAFE_FILE = re.compile(r"^[A-Za-z0-9._-]+\.safetensors$")
 
 
 @dataclass(frozen=True)
 class BaseSpec:
-    """The base detector. ``arch`` is ``susy`` (``width``/``hidden`` 64/256 for the published model) or
-    ``effnet-lite0`` (EfficientNet-Lite0 trunk with SuSy's MLP head; ``width`` is unused)."""
+    """The base detector. ``arch`` names an entry of :data:`gcage_fast.models.architectures.ARCHITECTURES`: ``susy``
+    (``width``/``hidden`` 64/256 for the published model) or ``effnet-lite0`` (EfficientNet-Lite0 trunk with SuSy's
+    MLP head; ``width`` is unused)."""
 
     weights: str
     sha256: str
