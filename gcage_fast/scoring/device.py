@@ -8,11 +8,17 @@ once (one flat buffer, pinned staging memory on CUDA) and runs, on the device:
 3. ``fuse_cam`` of the pixels and the base runner's CAMs (one launch) -> the head runner;
 
 then copies back only the per-patch scores, the h×w CAMs and the selection, and aggregates per image exactly as
-:class:`gcage_fast.scoring.host.HostScorer` (:func:`gcage_fast.scoring.aggregate.aggregate_scores`). The kernels are chosen by
-:func:`gcage_fast.kernels.dispatch.resolve_kernels` (``kernel_impl`` or ``$GCAGE_KERNEL_IMPL``).
+:class:`gcage_fast.scoring.host.HostScorer` (:func:`gcage_fast.scoring.aggregate.aggregate_scores`). The
+kernels are chosen by :func:`gcage_fast.kernels.dispatch.resolve_kernels` (``kernel_impl`` or
+``$GCAGE_KERNEL_IMPL``).
 
 Runners follow :class:`gcage_fast.engine.base.Runner` (NumPy in, NumPy out): a batch is copied to the host for
 them. A runner with ``accepts_torch = True`` gets the device tensor through its ``infer_torch``.
+
+Every step of :meth:`DeviceScorer.run` is classified, not only the engine calls: an out-of-memory error in the
+upload, a kernel, the top-k or a copy back becomes :class:`~gcage_fast.errors.OutOfMemory` (the images are then
+scored one at a time, and one that does not fit alone gets an ``engine.out_of_memory`` row), a sticky device error
+:class:`~gcage_fast.errors.DeviceFault` (:class:`gcage_fast.scoring.base.DeviceErrors`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table, se
 from gcage_fast.kernels.dispatch import KernelSet, resolve_kernels
 from gcage_fast.models.spec import ModelSpec
 from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
-from gcage_fast.scoring.base import ImageScore, score_one_by_one_on_oom
+from gcage_fast.scoring.base import DeviceErrors, ImageScore, score_one_by_one_on_oom
 from gcage_fast.scoring.patches import DISTANCE, PATCH, Selection
 
 if TYPE_CHECKING:
@@ -106,9 +112,16 @@ class DeviceScorer:
         return [None if r is None else r.score for r in results]
 
     def run(self, images: Sequence[np.ndarray]) -> list[DeviceResult]:
-        """Selection and scores for ``images`` (uint8 H×W×3, both sides >= P), in the same order."""
+        """Selection and scores for ``images`` (uint8 H×W×3, both sides >= P), in the same order.
+
+        Raises OutOfMemory when any step runs out of memory (the engines' chunks already halved down to 1), and
+        DeviceFault on a sticky device error."""
         if not images:
             return []
+        with DeviceErrors(f"scoring {len(images)} image(s) on {self.device}"):
+            return self._run(images)
+
+    def _run(self, images: Sequence[np.ndarray]) -> list[DeviceResult]:
         p, k = self.patch, self.kernels
         packed = pack_images(images, self.device)
         grid, counts, num_ys = grid_boxes(packed, p)
