@@ -1,12 +1,16 @@
 """A9: every command teaches by example; bad usage exits 1 (2 for usage) with one `Error: ...` line, no traceback."""
 
+import ast
 import json
 import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
 import genimages as gen
+import gcage_fast.cli
 from gcage_fast.cli import cli
 from helpers import run_cli
 
@@ -140,3 +144,71 @@ def test_init_model(tmp_path):
     assert spec["class_names"] == ["real", "gan", "diffusion"] and spec["base"]["width"] == 8
     bad = invoke("init-model", "-o", tmp_path / "n", "--width", "10")
     assert bad.exit_code == 2 and "must be a multiple of 4" in bad.output
+
+
+# --------------------------------------------------------------------------------------------------- the package
+CLI_DIR = Path(gcage_fast.cli.__file__).parent
+
+
+def _cli_imports(path):
+    """The modules of gcage_fast.cli (the package included) that the file at ``path`` imports."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level:  # relative: from . import x, from .common import y
+            names.append(".".join(filter(None, ["gcage_fast.cli", node.module])))
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module)
+            if node.module == "gcage_fast":
+                names += [f"gcage_fast.{a.name}" for a in node.names]
+    return {n for n in names if n == "gcage_fast.cli" or n.startswith("gcage_fast.cli.")}
+
+
+def test_command_modules_import_only_common():
+    """No import cycle: only __init__ imports the command modules; they import gcage_fast.cli.common and never
+    the package, and common imports nothing of gcage_fast.cli."""
+    modules = sorted(p for p in CLI_DIR.glob("*.py") if p.name != "__init__.py")
+    assert {p.stem for p in modules} >= {"common", "scan", "engines"}
+    for path in modules:
+        allowed = set() if path.stem == "common" else {"gcage_fast.cli.common"}
+        assert _cli_imports(path) <= allowed, (path.name, _cli_imports(path) - allowed)
+
+
+def test_every_command_maps_library_errors():
+    from gcage_fast.cli.common import Command
+
+    assert all(isinstance(c, Command) for c in cli.commands.values())
+
+
+def test_scan_options_fill_scan_config(monkeypatch, tmp_path):
+    """scan's defaults are ScanConfig's and Limits', and each option reaches its field."""
+    from gcage_fast.config import Limits, ScanConfig
+    from gcage_fast.scan import local
+
+    seen = []
+
+    def fake_scan(config, progress):
+        seen.append(config)
+        return SimpleNamespace(to_dict=lambda: {"ok": True})
+
+    monkeypatch.setattr(local, "scan", fake_scan)
+    out = str(tmp_path / "o")
+    assert invoke("scan", "a", "b", "-o", out, "--json").exit_code == 0
+    assert seen[-1] == ScanConfig(inputs=("a", "b"), output=out)
+    res = invoke("scan", "a", "-o", out, "--resume", "--timeout", "5", "--worker-memory", "512",
+                 "--archive-max-members", "7", "--archive-max-bytes", "8", "--archive-max-ratio", "9",
+                 "--max-pixels", "10", "--max-bytes", "11", "--threads", "2", "--precision", "int8", "-q")
+    assert res.exit_code == 0, res.output
+    assert seen[-1].mode == "resume" and seen[-1].threads == 2 and seen[-1].precision == "int8"
+    assert seen[-1].limits == Limits(timeout_s=5.0, worker_memory_mb=512, max_members=7, max_archive_bytes=8,
+                                     max_ratio=9.0, max_pixels=10, max_bytes=11)
+
+
+def test_an_unmapped_option_fails_loudly():
+    from gcage_fast.cli.common import from_options
+    from gcage_fast.config import Limits
+
+    assert from_options(Limits, {"timeout": 3.0}, {"timeout": "timeout_s"}).timeout_s == 3.0
+    with pytest.raises(TypeError, match=r"options \['new_option'\] fill no field of Limits"):
+        from_options(Limits, {"max_bytes": 1, "new_option": 2})

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from gcage_fast.cli import _EscapingFormatter
+from gcage_fast.cli.common import EscapingFormatter as _EscapingFormatter
 from gcage_fast.engine.ort_runner import OrtRunner
 from gcage_fast.errors import ExportError, ModelError
 from gcage_fast.export.cache import cached_export

@@ -10,18 +10,15 @@ from typing import Any
 
 import click
 
-from gcage_fast.errors import GcageError
+from gcage_fast.cli.common import command, emit_json, json_flag, model_option, setup_logging
+from gcage_fast.precision import GRAPH_PRECISIONS
 
 __all__ = ["build_engine"]
 
-# The same settings as gcage_fast.cli.CONTEXT (not imported: cli.py imports this module).
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
-PRECISIONS = ("fp32", "fp16", "int8")
 
-
-@click.command("build-engine", context_settings=CONTEXT)
-@click.option("--model", "model", help="Model name or directory.  [default: the bundled model]")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+@command("build-engine")
+@model_option()
+@click.option("--precision", type=click.Choice(GRAPH_PRECISIONS), default="fp32", show_default=True,
               help="Engine precision. fp16/int8 use the fp16 or Q/DQ (int8) ONNX graph of the export step; on "
                    "TensorRT 10 an fp32 graph can also be built as fp16 with the builder flag.")
 @click.option("--calibration", type=click.Path(file_okay=False, path_type=str),
@@ -42,10 +39,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=str),
               help="Write <model>-<graph>-<precision>.engine (+ .json) here.  [default: the engine cache]")
 @click.option("--force", is_flag=True, help="Build even when a verified engine with the same key exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print the engines' metadata as JSON.")
-def build_engine(model: str | None, precision: str, calibration: str | None, min_batch: int, opt_batch: int, max_batch: int,
-                 workspace: int, timing_cache: str | None, graph: str, output: str | None, force: bool,
-                 as_json: bool) -> None:
+@json_flag("Print the engines' metadata as JSON.")
+def build_engine(model: str | None, precision: str, calibration: str | None, min_batch: int, opt_batch: int,
+                 max_batch: int, workspace: int, timing_cache: str | None, graph: str, output: str | None,
+                 force: bool, as_json: bool) -> None:
     """Build TensorRT engines from a model's ONNX graphs (exported first if not cached).
 
     Needs TensorRT (pip install 'gcage-fast[tensorrt]', libraries from NVIDIA's index https://pypi.nvidia.com)
@@ -59,15 +56,10 @@ def build_engine(model: str | None, precision: str, calibration: str | None, min
       gcage-fast build-engine --model models/susy --graph base -o engines/ --timing-cache trt.cache --json
       gcage-fast build-engine --precision int8 --calibration my-images/
     """
-    try:
-        records = _build(model, precision, min_batch, opt_batch, max_batch, workspace, timing_cache, graph,
-                         output, force, calibration)
-    except GcageError as exc:
-        raise click.ClickException(str(exc)) from None
+    records = _build(model, precision, min_batch, opt_batch, max_batch, workspace, timing_cache, graph, output, force,
+                     calibration)
     if as_json:
-        from gcage_fast.cli import _emit_json
-
-        _emit_json([{"graph": g, "engine": str(r.engine_path), "built": r.built, **r.metadata} for g, r in records])
+        emit_json([{"graph": g, "engine": str(r.engine_path), "built": r.built, **r.metadata} for g, r in records])
         return
     for g, r in records:
         what = f"Built in {r.metadata.get('build_seconds', 0):.1f} s" if r.built else "Reused (verified)"
@@ -78,6 +70,8 @@ def build_engine(model: str | None, precision: str, calibration: str | None, min
 def _build(model: str | None, precision: str, min_batch: int, opt_batch: int, max_batch: int, workspace: int,
            timing_cache: str | None, graph: str, output: str | None, force: bool,
            calibration: str | None = None) -> list[tuple[str, Any]]:
+    """The (graph, build record) of each engine asked for, built or reused: checks what is cheap to check
+    (batch order, TensorRT, GPU) before the export."""
     from gcage_fast.errors import ConfigError
     from gcage_fast.export.engine_cache import current_gpu
     from gcage_fast.export.tensorrt_build import require_tensorrt, tensorrt_major
@@ -90,13 +84,12 @@ def _build(model: str | None, precision: str, min_batch: int, opt_batch: int, ma
     tensorrt_major(trt)
     gpu = current_gpu()
 
-    from gcage_fast.cli import _setup_logging
     from gcage_fast.export.cache import cached_export
     from gcage_fast.export.tensorrt_build import build_engine as build
     from gcage_fast.export.to_onnx import ExportOptions
     from gcage_fast.models.registry import load_model
 
-    _setup_logging(False)
+    setup_logging(False)
     loaded = load_model(model)
     # precision-specific graphs: fp16 (strongly typed), int8 (symmetric Q/DQ, the form TensorRT parses)
     options = ExportOptions.for_model(loaded, precision=precision, calibration=calibration, int8_target="tensorrt")

@@ -1,0 +1,124 @@
+"""``gcage-fast scan``: images in, one Parquet row per input out (:func:`gcage_fast.scan.local.scan`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, from_options, json_flag,
+                                   limit_options, model_option, setup_logging, throughput_options)
+from gcage_fast.config import CAM_METHODS, KERNEL_IMPLS
+
+__all__ = ["scan"]
+
+
+class _Progress:
+    """A one-line progress display on a terminal (stderr), refreshed at most 5 times a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.2 and p.done < p.todo):
+            return
+        self.last = now
+        rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
+        eta = (p.todo - p.done) / rate if rate > 0 else 0.0
+        line = (f"\r{p.done}/{p.todo} images  {rate:.1f} img/s  {p.patches / max(p.elapsed, 1e-9):.1f} patches/s  "
+                f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s  errors {p.errors}")
+        click.echo(line.ljust(90), nl=False, err=True)
+
+    def close(self) -> None:
+        if self.enabled and self.last:
+            click.echo("", err=True)
+
+
+def _summary_text(s: Any) -> str:
+    lines = [
+        f"Scanned {s.n_inputs} inputs into {s.output}" + (" (resumed)" if s.resumed else ""),
+        "  status:   " + (", ".join(f"{k} {v}" for k, v in sorted(s.status.items())) or "none"),
+        "  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items())) or "none"),
+    ]
+    if s.error_codes:
+        lines.append("  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(s.error_codes.items())))
+    lines.append(f"  this run: {s.processed} images, {s.patches} patches in {s.scan_s:.1f} s "
+                 f"({s.images_per_s:.1f} img/s, {s.patches_per_s:.1f} patches/s; {s.wall_s:.1f} s in all); "
+                 f"shards written {s.shards_written}, already done {s.shards_skipped}")
+    lines.append(f"  model {s.model_id}, backend {s.backend}, CAM {s.cam_method}")
+    return "\n".join(lines)
+
+
+@command()
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Output directory (a Parquet dataset).")
+@click.option("--from-list", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="File with one path per line ('-' reads standard input).")
+@model_option("Model name (see `gcage-fast models`) or model directory.  [default: the bundled model]")
+@engine_options(
+    backend_help="auto = on cpu: ONNX Runtime when installed, else eager torch; on cuda: TensorRT, then ONNX "
+    "Runtime's CUDA provider, then torch.  Every row records what ran.",
+    device_help="cuda without a visible GPU is an error, never a CPU run.",
+    calibration_help="int8: directory of images like the ones you scan, to calibrate the int8 graphs.  "
+    "[default: the bundled samples]")
+@click.option("--kernel-impl", type=click.Choice(KERNEL_IMPLS),
+              help="Patch kernels (selection, gather, CAM fusion) on the engine's device: auto picks Triton, then "
+              "CUDA C, then torch on a GPU.  Naming one on --device cpu runs that path on CPU tensors (triton needs "
+              "TRITON_INTERPRET=1 there).  [default: $GCAGE_KERNEL_IMPL, else auto]")
+@click.option("--top-k", type=click.IntRange(min=1), help="Patches per image, by contrast.  [default: model's, 5]")
+@throughput_options(batch_help="Patches per engine call.",
+                    workers_help="Decode processes (0 = in the main process).  [default: cores - 1]")
+@click.option("--cam", type=click.Choice(CAM_METHODS), help="CAM method.  [default: model's, gradcam]")
+@click.option("--cam-target", help="What the CAM explains: fake, pred, class:NAME, logit:NAME, logit:pred.  "
+              "[default: model's, fake]")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Verdict threshold.  [default: model's]")
+@click.option("--heatmaps", type=click.Choice(["none", "png"]), default="none", show_default=True,
+              help="png: write OUT/heatmaps/xx/<input_id>.png overlays.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Inputs per Parquet part (the unit of commit and resume).")
+@click.option("--resume", "mode", flag_value="resume", help="Continue an interrupted scan of OUTPUT.")
+@click.option("--overwrite", "mode", flag_value="overwrite", help="Replace an earlier scan in OUTPUT.")
+@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links inside directories.")
+@click.option("--small-images", type=click.Choice(["pad", "skip"]), default="pad", show_default=True,
+              help="Images with a side < 224: edge-pad (padded = true) or skip.")
+@limit_options
+@click.option("--max-consecutive-failures", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Stop when this many files in a row fail with worker.crash/worker.error (a broken environment).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, no summary (errors still go to stderr).")
+@json_flag("Print the summary as JSON on stdout.")
+def scan(mode: str | None, quiet: bool, as_json: bool, **options: Any) -> None:
+    """Scan images (files, directories, path lists) and write one Parquet row per input.
+
+    Directories are walked recursively in byte order of their paths; formats are detected from content.
+    Archives (tar, tar.gz, tar.bz2, tar.xz, zip) are read in memory, never extracted: each member gets a row.
+    A file that cannot be scanned gets a row with status error or skipped (never a crash, never lost).
+    Exit status 0 means the run completed, whatever the verdicts and error rows.
+
+    \b
+    Example:
+      gcage-fast scan photos/ uploads/batch1 -o results/
+      find /data -name '*.jpg' | gcage-fast scan --from-list - -o results/ --heatmaps png
+      gcage-fast scan uploads.tar.gz batch.zip -o results/
+      gcage-fast scan photos/ -o results/ --resume        # after an interruption
+      gcage-fast scan photos/ -o results/ --device cuda --precision fp16
+    """
+    from gcage_fast.config import Limits, ScanConfig
+    from gcage_fast.scan.local import scan as run_scan
+
+    setup_logging(quiet)
+    limits = from_options(Limits, {name: options.pop(name) for name in LIMIT_FIELDS}, LIMIT_FIELDS)
+    config = from_options(ScanConfig, options, mode=mode or "new", limits=limits)
+    progress = _Progress(not quiet)
+    try:
+        summary = run_scan(config, progress)
+    finally:
+        progress.close()
+    if as_json:
+        emit_json(summary.to_dict())
+    elif not quiet:
+        click.echo(_summary_text(summary))
