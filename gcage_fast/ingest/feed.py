@@ -1,5 +1,8 @@
 """The feed of a scan: plan entries in plan order, turned into decode tasks or into rows known without decoding.
 
+One feed may cover several plan shards, one after the other, so that a single stream of decode tasks keeps the
+workers busy across shard boundaries (the local runner); each item is tagged with its shard.
+
 Entries with a preset outcome (special files, links, archive problems) become rows at once. Archive members are
 read here, in plan order, with one archive open at a time; their bytes travel to the decode workers inside the
 task (members are never extracted to disk).
@@ -8,8 +11,8 @@ task (members are never extracted to disk).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from gcage_fast.ingest.archives import MemberReader
 from gcage_fast.config import ScanConfig
@@ -18,17 +21,27 @@ from gcage_fast.output.outdir import OutputDir, PlanEntry
 from gcage_fast.ingest.perturb import Perturbation
 from gcage_fast.ingest.prepare import Prepared, PrepareTask
 
-__all__ = ["InputFeed"]
+__all__ = ["InputFeed", "PlanShard"]
+
+
+class PlanShard(Protocol):
+    """A shard of the plan: its number and the sha256 of its plan file (e.g. gcage_fast.scan.context.ShardSpec)."""
+
+    @property
+    def shard(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
 
 
 class InputFeed:
-    """Iterates ``((shard, entry), task, ready)`` over the pending shards, for :meth:`SupervisedPool.imap`."""
+    """Iterates ``((shard, entry), task, ready)`` over ``shards`` in order, for :meth:`SupervisedPool.imap`."""
 
-    def __init__(self, out: OutputDir, pending: list[dict[str, Any]], config: ScanConfig, top_k: int,
+    def __init__(self, out: OutputDir, shards: Sequence[PlanShard], config: ScanConfig, top_k: int,
                  preview_max: int, perturb: Perturbation | None, full_image: bool = False) -> None:
         self.out = out
         self.full_image = full_image
-        self.pending = pending
+        self.shards = shards
         self.config = config
         self.top_k = top_k
         self.preview_max = preview_max
@@ -48,9 +61,9 @@ class InputFeed:
 
     def __iter__(self) -> Iterator[tuple[tuple[int, PlanEntry], PrepareTask | None, Prepared | None]]:
         try:
-            for s in self.pending:
-                for entry in self.out.read_plan_shard(s["shard"], s["sha256"]):
-                    yield self._item(s["shard"], entry)
+            for s in self.shards:
+                for entry in self.out.read_plan_shard(s.shard, s.sha256):
+                    yield self._item(s.shard, entry)
         finally:
             self.close()
 

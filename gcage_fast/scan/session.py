@@ -1,0 +1,239 @@
+"""A scan's setup and its record, around the shard steps: what any runner does once per run, on the machine that
+owns the output directory.
+
+    resolve(config)                      validate, load the model, resolve backend, CAM and thresholds
+    inputs(config, out)                  check the output, enumerate the inputs (unless resuming)
+    open_run(setup, out, refs, pair)     lock, run.json, the frozen plan, the shards still to do, the RunContext
+    finish(run, ...)                     totals, run.json "finished", the ScanSummary
+
+run.json is written first of all (state "planning"), so a run killed while planning can still be resumed; the
+fingerprint (everything that changes rows) must match for a resume.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gcage_fast import __version__
+from gcage_fast.config import ScanConfig
+from gcage_fast.errors import ConfigError, OutputError
+from gcage_fast.ingest.sources import InputRef, display_path, enumerate_inputs
+from gcage_fast.log import logger
+from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.schema import SCHEMA_VERSION
+from gcage_fast.scan.context import RunContext, ShardSpec
+from gcage_fast.scan.summary import ScanSummary, totals
+from gcage_fast.scoring.factory import uses_device_path
+
+if TYPE_CHECKING:
+    from gcage_fast.engine.factory import RunnerPair
+    from gcage_fast.export.to_onnx import ExportOptions
+    from gcage_fast.models.registry import LoadedModel
+
+__all__ = ["Run", "Setup", "finish", "fingerprint", "inputs", "open_run", "resolve"]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a scan resolves before it touches the output: the model, the engine options, the settings."""
+
+    config: ScanConfig
+    model: LoadedModel
+    backend: str  # resolved: ort, torch or tensorrt
+    options: ExportOptions
+    resolved: dict[str, Any]  # the settings taken from the model or chosen automatically (run.json's fingerprint)
+    fingerprint: dict[str, Any]
+
+
+def resolve(config: ScanConfig) -> Setup:
+    """Validate ``config``, load its model and resolve every setting a row depends on."""
+    from gcage_fast.engine.factory import check_device, graph_precision, resolve_backend
+    from gcage_fast.export.to_onnx import ExportOptions
+    from gcage_fast.models.registry import load_model
+
+    config.validate()
+    model = load_model(config.model)
+    spec = model.spec
+    check_device(config.device)
+    backend = resolve_backend(config.backend, config.device)
+    options = ExportOptions.for_model(model, config.cam, config.cam_target,
+                                      precision=graph_precision(backend, config.precision),
+                                      calibration=config.calibration,
+                                      int8_target="tensorrt" if config.device == "cuda" else "cpu")
+    resolved = {
+        "model_sha256": spec.sha256,
+        "top_k": config.top_k or spec.top_k,
+        "cam_method": options.cam_method,
+        "cam_target": options.cam_target,
+        "cam_layer": options.cam_layer,
+        "threshold": spec.threshold if config.threshold is None else config.threshold,
+        "backend": backend,
+        "device": config.device,
+        "precision": config.precision,
+    }
+    return Setup(config, model, backend, options, resolved, fingerprint(config, resolved))
+
+
+def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    """Everything that changes rows; a resume must match it exactly."""
+    return {
+        "inputs": list(config.inputs),
+        "from_list": config.from_list,
+        "follow_symlinks": config.follow_symlinks,
+        "shard_size": config.shard_size,
+        "small_images": config.small_images,
+        "perturb": config.perturb,
+        "limits": asdict(config.limits) | {"formats": list(config.limits.formats)},
+        **resolved,
+    }
+
+
+def inputs(config: ScanConfig, out: OutputDir) -> list[InputRef] | None:
+    """Check that ``out`` can take this scan (changing nothing on disk), then enumerate the inputs; None when an
+    existing run will be resumed (its plan is on disk)."""
+    out.precheck(config.mode)
+    _refuse_output_inside_inputs(out.path, config.inputs)
+    if config.mode == "resume" and out.run_json.is_file():
+        return None
+    refs = enumerate_inputs(config.inputs, config.from_list, config.follow_symlinks, config.limits)
+    if not refs:
+        logger.warning("no inputs found in %s", ", ".join(config.inputs) or str(config.from_list))
+    return refs
+
+
+def _refuse_output_inside_inputs(output: Path, inputs: tuple[str, ...]) -> None:
+    """A scan must not ingest its own parts and heatmaps (or a later scan's)."""
+    out = os.path.realpath(output)
+    for raw in inputs:
+        root = os.path.realpath(raw)
+        if os.path.isdir(root) and (out == root or out.startswith(root.rstrip(os.sep) + os.sep)):
+            raise OutputError(f"the output directory {display_path(os.fsencode(output))} is inside the scanned "
+                              f"input {display_path(os.fsencode(raw))}; choose an output outside it")
+
+
+def _check_resume(previous: dict[str, Any], current: dict[str, Any]) -> None:
+    diffs = [k for k in sorted(set(previous) | set(current)) if previous.get(k) != current.get(k)]
+    if diffs:
+        detail = "; ".join(f"{k}: was {previous.get(k)!r}, now {current.get(k)!r}" for k in diffs[:4])
+        raise ConfigError(f"cannot resume with different settings ({detail}); use the original options, "
+                          "or --overwrite to start again")
+
+
+def _versions() -> dict[str, str]:
+    import PIL
+    import pyarrow
+    import torch
+
+    v = {"gcage_fast": __version__, "torch": torch.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
+         "pyarrow": pyarrow.__version__}
+    try:
+        import onnxruntime
+
+        v["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return v
+
+
+@dataclass
+class Run:
+    """A run open for writing: its run.json (``info``), its plan, which shards are committed and which are not,
+    and the :class:`RunContext` the shard steps get."""
+
+    out: OutputDir
+    info: dict[str, Any]
+    plan: dict[str, Any]
+    resumed: bool
+    committed: dict[int, dict[str, Any]]
+    pending: list[ShardSpec]
+    ctx: RunContext
+    setup: Setup = field(repr=False)
+
+    def record(self, **fields: Any) -> None:
+        """Add ``fields`` to run.json and write it."""
+        self.info.update(fields)
+        self.out.write_run(self.info)
+
+
+def open_run(setup: Setup, out: OutputDir, refs: list[InputRef] | None, pair: RunnerPair, workers: int,
+             fault: Callable[[str, int], None] | None = None) -> Run:
+    """Lock ``out``, start or resume its run, freeze the plan (once) and clear what no marker covers.
+    ``fault`` is the GCAGE_FAULT_AT test hook (phase ``after_plan``)."""
+    config, model = setup.config, setup.model
+    spec = model.spec
+    resumed = out.open_for_scan(config.mode)
+    backend_label = pair.base.info.label
+    if resumed:
+        previous = out.read_run()
+        _check_resume(previous.get("fingerprint", {}), setup.fingerprint)
+        run_id = previous["run_id"]
+        attempts = int(previous.get("attempts", 0)) + 1
+    else:
+        run_id, attempts = uuid.uuid4().hex, 1
+    info = {
+        "run_id": run_id,
+        "tool": "gcage_fast",
+        "schema_version": SCHEMA_VERSION,
+        "versions": _versions(),
+        "model": {"id": spec.model_id, "sha256": spec.sha256, "path": str(model.path),
+                  "class_names": list(spec.class_names), "has_head": model.head is not None},
+        "engine": {"backend": backend_label, "base": asdict(pair.base.info),
+                   "head": asdict(pair.head.info) if pair.head else None},
+        "config": config.to_dict(),
+        "fingerprint": setup.fingerprint,
+        "workers": workers,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "attempts": attempts,
+        "state": "planning",
+    }
+    out.write_run(info)  # first: a run killed while planning can still be resumed
+    if (out.plan_dir / "plan.json").is_file():
+        plan = out.read_plan_info()
+    else:  # a new run, or one killed before its plan was complete: planning is deterministic
+        if refs is None:
+            refs = enumerate_inputs(config.inputs, config.from_list, config.follow_symlinks, config.limits)
+        plan = out.write_plan(refs, config.shard_size, tag=run_id[:12])
+        if fault is not None:
+            fault("after_plan", 0)
+    out.make_dirs()
+    committed = out.committed_shards(plan["n_shards"])
+    out.remove_uncommitted(set(committed))
+    pending = [ShardSpec.from_plan(s) for s in plan["shards"] if s["shard"] not in committed]
+    info.update(state="running", plan={k: plan[k] for k in ("n_inputs", "shard_size", "n_shards")})
+    out.write_run(info)
+    if model.head is None:
+        logger.warning("model %s has no G-CAGE head: verdicts come from the base detector alone", spec.model_id)
+    r = setup.resolved
+    ctx = RunContext(config=config, output=str(out.path), run_id=run_id, model_id=spec.model_id,
+                     model_sha256=spec.sha256, backend=backend_label, cam_method=setup.options.cam_method,
+                     cam_target=setup.options.cam_target, threshold=r["threshold"], top_k=r["top_k"],
+                     full_image=uses_device_path(config))
+    return Run(out, info, plan, resumed, committed, pending, ctx, setup)
+
+
+def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float) -> ScanSummary:
+    """Record the finished run in run.json and sum it up. ``processed`` and ``patches`` count this attempt;
+    ``t_start`` is when the command started (``time.perf_counter()``)."""
+    n_shards = run.plan["n_shards"]
+    status, codes, verdicts = totals(run.out, n_shards)
+    wall_s = time.perf_counter() - t_start
+    run.record(state="finished", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               counts={"status": dict(status), "error_codes": dict(codes), "verdicts": dict(verdicts)},
+               last_attempt={"processed": processed, "patches": patches, "wall_s": round(wall_s, 3),
+                             "scan_s": round(scan_s, 3)})
+    ctx = run.ctx
+    return ScanSummary(
+        output=str(run.out.path), run_id=ctx.run_id, resumed=run.resumed, n_inputs=run.plan["n_inputs"],
+        status=dict(status), error_codes=dict(codes), verdicts=dict(verdicts), processed=processed, patches=patches,
+        wall_s=wall_s, scan_s=scan_s, shards_total=n_shards, shards_written=len(run.pending),
+        shards_skipped=len(run.committed), model_id=ctx.model_id, backend=ctx.backend, cam_method=ctx.cam_method,
+    )

@@ -1,0 +1,175 @@
+"""The three steps of a scan over one plan shard (DESIGN.md §8), and nothing that schedules them:
+
+    prepare_shard(ctx, spec, pool)                -> (PlanEntry, Prepared) in plan order   decode, limits, patches
+    score_shard(ctx, scorer, spec, prepared)      -> ScoredShard (rows + heatmap count)     one Scorer
+    commit_shard(ctx, scored)                     -> commit marker                          part, then marker
+
+Each step takes a :class:`RunContext` and a :class:`ShardSpec` (plain, frozen, picklable) and what the caller
+opened for it (a decode pool, a scorer with its engines); none reads a global of a runner. A runner wires them:
+gcage_fast.scan.local (threads, worker processes, queues, progress, signals) is the one today.
+
+A batch of patches never spans two shards (``score_shard`` sees one shard), so a resumed scan scores every shard
+with exactly the batches of an uninterrupted one, and its scores are bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gcage_fast.config import ScanConfig
+from gcage_fast.errors import OutputError
+from gcage_fast.ingest.feed import InputFeed
+from gcage_fast.ingest.prepare import Prepared
+from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
+from gcage_fast.output import parquet
+from gcage_fast.output.heatmaps import render_overlay, write_png_atomic
+from gcage_fast.output.outdir import OutputDir, PlanEntry
+from gcage_fast.scan.context import RunContext, ShardSpec
+from gcage_fast.scan.rows import build_row
+from gcage_fast.scoring.base import ImageScore, Scorer
+
+__all__ = ["InFlight", "ScoredShard", "commit_shard", "in_flight", "pool_limits", "prepare_shard", "prepare_shards",
+           "score_shard", "take_shard"]
+
+FaultHook = Callable[[str, int], None]
+#: Prepared inputs of several shards, each tagged with its shard: ``(shard, entry, prepared)``.
+Stream = Iterator[tuple[int, PlanEntry, Prepared]]
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """How many inputs a runner keeps between the plan and the scorer."""
+
+    window: int  # files pending in the decode pool: being decoded, or decoded and waiting for their turn
+    prefetch: int  # decoded files waiting, in plan order, for the scorer (the local runner's Prefetch queue)
+
+
+def in_flight(ctx: RunContext, workers: int) -> InFlight:
+    """The one place where the bounds on inputs in flight are chosen (DESIGN.md §6.5: bounded memory), for a
+    decode pool of ``workers``. A count today; ``ctx`` says what a byte budget needs (``full_image``: whole padded
+    images are in flight; ``config.limits``: how large one may be)."""
+    window = max(2, 4 * workers)
+    return InFlight(window=window, prefetch=window)  # as many again may wait, decoded, for the engine
+
+
+def pool_limits(config: ScanConfig) -> PoolLimits:
+    """What the decode pool enforces per file and per worker."""
+    memory = config.limits.worker_memory_mb * 2**20
+    return PoolLimits(timeout_s=config.limits.timeout_s, memory_bytes=memory, recycle_rss_bytes=memory // 2)
+
+
+# ---- prepare
+
+
+def prepare_shards(ctx: RunContext, shards: Sequence[ShardSpec], pool: SupervisedPool,
+                   window: int) -> Stream:
+    """``(shard, entry, prepared)`` for every entry of ``shards``, in plan order, from one stream of decode tasks:
+    the workers go on to the next shard's files while the caller scores the current one. Inputs whose outcome is
+    known without decoding (special files, archive problems) pass through as prepared failures."""
+    feed = InputFeed(ctx.outdir(), shards, ctx.config, ctx.top_k, ctx.preview_max, ctx.perturbation,
+                     full_image=ctx.full_image)
+    for (shard, entry), prep in pool.imap(feed, window):
+        yield shard, entry, prep
+
+
+def take_shard(spec: ShardSpec, stream: Stream) -> Iterator[tuple[PlanEntry, Prepared]]:
+    """The next ``spec.rows`` items of a :func:`prepare_shards` stream, which must be those of ``spec``; takes
+    nothing beyond them."""
+    for n in range(spec.rows):
+        try:
+            shard, entry, prep = next(stream)
+        except StopIteration:
+            raise OutputError(f"plan shard {spec.shard} ended after {n} of its {spec.rows} inputs") from None
+        if shard != spec.shard:
+            raise OutputError(f"plan shard {spec.shard} holds {n} inputs, plan.json says {spec.rows}")
+        yield entry, prep
+
+
+def prepare_shard(ctx: RunContext, spec: ShardSpec, pool: SupervisedPool,
+                  window: int | None = None) -> Iterator[tuple[PlanEntry, Prepared]]:
+    """Step 1: read, decode, check the limits of and select the patches of every input of one shard, in plan
+    order, in ``pool``'s workers (``window``: see :func:`in_flight`)."""
+    window = in_flight(ctx, pool.n).window if window is None else window
+    return take_shard(spec, prepare_shards(ctx, [spec], pool, window))
+
+
+# ---- score
+
+
+@dataclass
+class ScoredShard:
+    """The rows of one shard, in plan order, and how many heatmap PNGs were written for it."""
+
+    shard: int
+    rows: list[dict[str, Any]]
+    heatmaps: int = 0
+
+
+def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iterable[tuple[PlanEntry, Prepared]],
+                on_oom: Callable[[PlanEntry, Prepared], None] | None = None) -> ScoredShard:
+    """Step 2: score the prepared inputs of one shard, in batches of ``config.batch_size`` patches, and build its
+    rows. Heatmap PNGs are written as their images are scored, and decoded pixels are released at once, so memory
+    does not grow with the shard size; ``prepared`` is consumed lazily (the next batch may still be decoding).
+
+    An image that does not fit in the engine's memory even alone becomes an ``engine.out_of_memory`` row;
+    ``on_oom`` hears of it when it happens.
+    """
+    out = ctx.outdir()
+    items: list[tuple[PlanEntry, Prepared]] = []
+    batch: list[tuple[PlanEntry, Prepared]] = []
+    scores: dict[int, ImageScore] = {}
+    n_heatmaps = 0
+
+    def flush() -> None:
+        nonlocal n_heatmaps
+        if not batch:
+            return
+        for (entry, prep), score in zip(batch, scorer.score([p for _, p in batch])):
+            if score is None:  # out of device memory even alone, at batch size 1
+                prep.fail("engine.out_of_memory", "the engine ran out of device memory on this image's patches "
+                          "at batch size 1")
+                if on_oom is not None:
+                    on_oom(entry, prep)
+                continue
+            if score.heat is not None and prep.preview is not None:  # only with --heatmaps png
+                _write_heatmap(out, entry, prep, score, ctx.run_id)
+                n_heatmaps += 1
+            # Decoded pixels are released as soon as they are scored: memory does not grow with the shard size.
+            score.heat = prep.patches = prep.image = prep.preview = None
+            scores[prep.index] = score
+        batch.clear()
+
+    for entry, prep in prepared:
+        items.append((entry, prep))
+        if prep.status == "ok":
+            batch.append((entry, prep))
+            if sum(p.n_patches for _, p in batch) >= ctx.config.batch_size:
+                flush()
+    flush()
+    rows = [build_row(ctx, spec.shard, entry, prep, scores.pop(prep.index, None)) for entry, prep in items]
+    return ScoredShard(spec.shard, rows, n_heatmaps)
+
+
+def _write_heatmap(out: OutputDir, entry: PlanEntry, prep: Prepared, score: ImageScore, run_id: str) -> None:
+    label = f"{score.verdict} p_fake={score.p_fake:.3f}"
+    img = render_overlay(prep.preview, prep.preview_scale, prep.boxes, score.heat, label=label)
+    try:
+        write_png_atomic(img, out.heatmap_path(entry.input_id), tag=run_id[:12])
+    except OSError as exc:  # like a part that cannot be written: the run stops, --resume redoes the shard
+        raise OutputError(f"cannot write a heatmap to {out.heatmaps_dir}: {exc.strerror or exc}") from None
+
+
+# ---- commit
+
+
+def commit_shard(ctx: RunContext, scored: ScoredShard, fault: FaultHook | None = None) -> dict[str, Any]:
+    """Step 3: publish one shard's rows, the part first, then its commit marker (RELIABILITY.md §2.0); returns the
+    marker. ``fault`` is the test hook of gcage_fast.output.parquet.commit_shard.
+
+    Raises:
+        OutputError: the part cannot be written (disk full, permissions): a run-level failure.
+    """
+    return parquet.commit_shard(ctx.outdir(), scored.shard, scored.rows, run_id=ctx.run_id,
+                                model_sha256=ctx.model_sha256, heatmaps=scored.heatmaps, fault=fault)

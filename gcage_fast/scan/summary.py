@@ -1,0 +1,78 @@
+"""What a scan reports: :class:`ScanProgress` as it goes, :class:`ScanSummary` at the end, and the totals of an
+output directory that the summary and run.json quote."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from gcage_fast.output.outdir import OutputDir
+
+__all__ = ["ScanProgress", "ScanSummary", "totals"]
+
+
+@dataclass
+class ScanProgress:
+    """Progress of the current attempt (``done`` counts inputs processed now, out of ``todo``)."""
+
+    done: int
+    todo: int
+    total: int
+    errors: int
+    patches: int
+    elapsed: float
+
+
+@dataclass
+class ScanSummary:
+    """What a scan produced. Counts cover the whole output (committed earlier or now); rates cover this attempt."""
+
+    output: str
+    run_id: str
+    resumed: bool
+    n_inputs: int
+    status: dict[str, int]
+    error_codes: dict[str, int]
+    verdicts: dict[str, int]
+    processed: int
+    patches: int
+    wall_s: float  # the whole command, model loading and first-use export included
+    scan_s: float  # decoding and scoring only (the basis of the rates)
+    shards_total: int
+    shards_written: int
+    shards_skipped: int
+    model_id: str
+    backend: str
+    cam_method: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.scan_s if self.scan_s > 0 else 0.0
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.patches / self.scan_s if self.scan_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["images_per_s"] = round(self.images_per_s, 3)
+        d["patches_per_s"] = round(self.patches_per_s, 3)
+        return d
+
+
+def totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter]:
+    """Counts of ``status``, ``error_code`` and ``verdict`` over the parts in ``out``."""
+    status, codes, verdicts = Counter(), Counter(), Counter()
+    for shard in range(n_shards):
+        part = out.part_path(shard)
+        if not part.is_file():
+            continue
+        t = pq.read_table(part, columns=["status", "error_code", "verdict"]).to_pydict()
+        status.update(t["status"])
+        codes.update(c for c in t["error_code"] if c)
+        verdicts.update(v for v in t["verdict"] if v)
+    return status, codes, verdicts
