@@ -144,14 +144,16 @@ def test_heatmaps_and_bounded_memory(tiny_model_dir, tmp_path, monkeypatch):
         gen.save_image(src / f"{i}.jpg", w, h, i)
     gen.zero_byte(src / "empty.jpg")
     seen = []
-    real_finish = pipeline._finish_shard
+    real_score_shard = pipeline.score_shard
 
-    def checking_finish(out, shard, items, scores, ctx, n_heat, fault):
-        seen.extend(prep for _, prep in items)
-        assert all(prep.patches is None and prep.preview is None for _, prep in items)
-        return real_finish(out, shard, items, scores, ctx, n_heat, fault)
+    def checking_score_shard(ctx, scorer, spec, prepared, **kw):
+        items = []
+        scored = real_score_shard(ctx, scorer, spec, (items.append(p) or (e, p) for e, p in prepared), **kw)
+        seen.extend(items)
+        assert all(prep.patches is None and prep.preview is None for prep in items)
+        return scored
 
-    monkeypatch.setattr(pipeline, "_finish_shard", checking_finish)
+    monkeypatch.setattr(pipeline, "score_shard", checking_score_shard)
     out = tmp_path / "out"
     summary = pipeline.scan(ScanConfig(inputs=(str(src),), output=str(out), model=str(tiny_model_dir),
                                        heatmaps="png", workers=0, shard_size=3, batch_size=4))

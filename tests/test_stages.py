@@ -190,3 +190,26 @@ def test_prepare_shards_is_one_stream_in_plan_order(src, tmp_path, tiny_model_di
             stream = list(prepare_shards(run.ctx, run.pending, pool, window=4))
     assert [(s, e.index) for s, e, _ in stream] == [(i // 3, i) for i in range(8)]
     assert {p.status for _, _, p in stream} == {"ok", "error"}
+
+
+def test_in_flight_is_bounded_in_bytes_on_the_device_path(tmp_path):
+    """Host path: a count (a prepared input holds a few patches). Device path: whole padded images, so the pool
+    window shrinks until window x the largest image the limits allow fits the budget, and the prefetch queue is
+    bounded in bytes too."""
+    from gcage_fast.config import Limits
+    from gcage_fast.scan.stages import in_flight
+    from gcage_fast.scoring.factory import DEVICE_INFLIGHT_BYTES, max_device_image_bytes
+
+    def ctx(full_image, limits=Limits()):
+        config = ScanConfig(inputs=("x",), output=str(tmp_path / "o"), limits=limits)
+        return RunContext(config=config, output=str(tmp_path / "o"), run_id="r", model_id="m", model_sha256="s",
+                          backend="b", cam_method="gradcam", cam_target="fake", threshold=0.5, top_k=5,
+                          full_image=full_image)
+
+    host = in_flight(ctx(False), workers=8)
+    assert (host.window, host.prefetch, host.prefetch_bytes) == (32, 32, None)
+    dev = in_flight(ctx(True), workers=8)
+    assert dev.prefetch_bytes == DEVICE_INFLIGHT_BYTES
+    assert 1 <= dev.window < 32 and dev.window * max_device_image_bytes(Limits()) <= DEVICE_INFLIGHT_BYTES
+    small = in_flight(ctx(True, Limits(max_pixels=1_000_000)), workers=8)
+    assert small.window == 32  # small images: the count is the tighter bound

@@ -35,7 +35,7 @@ from gcage_fast.scan.context import RunContext, ShardSpec
 from gcage_fast.scan.stages import commit_shard, in_flight, pool_limits, prepare_shards, score_shard, take_shard
 from gcage_fast.scan.summary import ScanProgress, ScanSummary
 from gcage_fast.scoring.base import Scorer
-from gcage_fast.scoring.factory import make_scorer
+from gcage_fast.scoring.factory import make_scorer, prepared_nbytes
 
 __all__ = ["scan", "ScanProgress", "ScanSummary"]
 
@@ -175,7 +175,8 @@ def _run_shards(ctx: RunContext, pending: list[ShardSpec], n_inputs: int, pool: 
                 report()  # the shard's last input is reported once the shard is committed
 
     bounds = in_flight(ctx, workers)
-    with Prefetch(prepare_shards(ctx, pending, pool, bounds.window), bounds.prefetch) as stream:
+    with Prefetch(prepare_shards(ctx, pending, pool, bounds.window), bounds.prefetch,
+                  max_bytes=bounds.prefetch_bytes, size_of=lambda item: prepared_nbytes(item[2])) as stream:
         for spec in pending:
             scored = score_shard(ctx, scorer, spec, watched(spec, take_shard(spec, stream)), on_oom=on_oom)
             commit_shard(ctx, scored, fault=fault)

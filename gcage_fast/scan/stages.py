@@ -29,6 +29,7 @@ from gcage_fast.output.outdir import OutputDir, PlanEntry
 from gcage_fast.scan.context import RunContext, ShardSpec
 from gcage_fast.scan.rows import build_row
 from gcage_fast.scoring.base import ImageScore, Scorer
+from gcage_fast.scoring.factory import DEVICE_INFLIGHT_BYTES, inflight_window, max_device_image_bytes
 
 __all__ = ["InFlight", "ScoredShard", "commit_shard", "in_flight", "pool_limits", "prepare_shard", "prepare_shards",
            "score_shard", "take_shard"]
@@ -44,14 +45,23 @@ class InFlight:
 
     window: int  # files pending in the decode pool: being decoded, or decoded and waiting for their turn
     prefetch: int  # decoded files waiting, in plan order, for the scorer (the local runner's Prefetch queue)
+    prefetch_bytes: int | None = None  # and at most this many bytes of pixels among them (None: count only)
 
 
 def in_flight(ctx: RunContext, workers: int) -> InFlight:
     """The one place where the bounds on inputs in flight are chosen (DESIGN.md §6.5: bounded memory), for a
-    decode pool of ``workers``. A count today; ``ctx`` says what a byte budget needs (``full_image``: whole padded
-    images are in flight; ``config.limits``: how large one may be)."""
+    decode pool of ``workers``.
+
+    On the host path a prepared input holds its few patches (about 0.75 MB at top-k 5), so a count bounds the
+    memory. On the device path it holds the whole padded image (up to 192 MB at the default limits), so the pool
+    window is lowered until window × the largest image the limits allow fits the device budget, and the prefetch
+    queue holds at most that budget of pixels (:data:`gcage_fast.scoring.factory.DEVICE_INFLIGHT_BYTES` each).
+    """
     window = max(2, 4 * workers)
-    return InFlight(window=window, prefetch=window)  # as many again may wait, decoded, for the engine
+    if not ctx.full_image:
+        return InFlight(window=window, prefetch=window)  # as many again may wait, decoded, for the engine
+    window = inflight_window(workers, max_device_image_bytes(ctx.config.limits))
+    return InFlight(window=window, prefetch=window, prefetch_bytes=DEVICE_INFLIGHT_BYTES)
 
 
 def pool_limits(config: ScanConfig) -> PoolLimits:
