@@ -107,7 +107,7 @@ def scan_run(src: Path, model_ref: str | None, backend: str, heatmaps: str = "no
              threads: int | None = None, batch: int = 32, from_list: str | None = None, precision: str = "fp32",
              calibration: str | None = None) -> tuple[int, int, float]:
     from gcage_fast.config import ScanConfig
-    from gcage_fast.scan.local import scan
+    from gcage_fast.scanning.local import scan
 
     with tempfile.TemporaryDirectory(prefix="gcage-bench-") as tmp:
         s = scan(ScanConfig(inputs=() if from_list else (str(src),), from_list=from_list, output=str(Path(tmp) / "o"),

@@ -25,9 +25,9 @@ _PUBLIC = {
     # scan
     "ScanConfig": "gcage_fast.config",
     "Limits": "gcage_fast.config",
-    "scan": "gcage_fast.scan",
-    "ScanProgress": "gcage_fast.scan",
-    "ScanSummary": "gcage_fast.scan",
+    "scan": "gcage_fast.scanning",
+    "ScanProgress": "gcage_fast.scanning",
+    "ScanSummary": "gcage_fast.scanning",
     # eval
     "EvalConfig": "gcage_fast.evaluation.evaluate",
     "evaluate": "gcage_fast.evaluation.evaluate",
@@ -56,15 +56,13 @@ if TYPE_CHECKING:
                                    OutOfMemory, OutputError)
     from gcage_fast.evaluation.evaluate import EvalConfig, evaluate
     from gcage_fast.evaluation.metrics import MetricError
-    from gcage_fast.scan import ScanProgress, ScanSummary, scan
+    from gcage_fast.scanning import ScanProgress, ScanSummary, scan
 
 
 def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'gcage_fast' has no attribute {name!r}")
-    if name == "scan":  # the subpackage gcage_fast.scan, which is callable: scan(config) runs a scan
-        return importlib.import_module(module)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value

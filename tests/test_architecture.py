@@ -158,10 +158,10 @@ def describe_cycle(graph: dict[str, dict[str, int]], mods: dict[str, Path], cycl
 def test_the_graph_sees_the_imports_it_should():
     """The walker itself: relative imports, submodules named in from-imports, function-level imports."""
     graph, _ = import_graph()
-    assert "gcage_fast.scan.local" in graph["gcage_fast.scan"]  # the package re-exports scan()
-    assert "gcage_fast.ingest.workers" in graph["gcage_fast.scan.local"]
-    assert "gcage_fast.scan.local" in graph["gcage_fast.evaluation.evaluate"]  # inside evaluate()
-    assert "gcage_fast.env" in graph["gcage_fast.scan.local"]  # from gcage_fast import env
+    assert "gcage_fast.scanning.local" in graph["gcage_fast.scanning"]  # the package re-exports scan()
+    assert "gcage_fast.ingest.workers" in graph["gcage_fast.scanning.local"]
+    assert "gcage_fast.scanning.local" in graph["gcage_fast.evaluation.evaluate"]  # inside evaluate()
+    assert "gcage_fast.env" in graph["gcage_fast.scanning.local"]  # from gcage_fast import env
     assert sum(map(len, graph.values())) > 200
 
 

@@ -184,7 +184,7 @@ def test_every_command_maps_library_errors():
 def test_scan_options_fill_scan_config(monkeypatch, tmp_path):
     """scan's defaults are ScanConfig's and Limits', and each option reaches its field."""
     from gcage_fast.config import Limits, ScanConfig
-    from gcage_fast.scan import local
+    from gcage_fast.scanning import local
 
     seen = []
 

@@ -13,7 +13,7 @@ from helpers import read_rows
 from gcage_fast.config import ScanConfig
 from gcage_fast.engine.base import infer_chunked, is_device_fault, is_out_of_memory
 from gcage_fast.errors import DeviceFault, OutOfMemory
-from gcage_fast.scan.local import scan
+from gcage_fast.scanning.local import scan
 from gcage_fast.output.verify import verify_output as verify
 
 

@@ -22,7 +22,7 @@ from gcage_fast.export.cache import cache_key, cached_export
 from gcage_fast.export.precision import calibration_fingerprint, float_convs, load_calibration
 from gcage_fast.export.to_onnx import REDUCED_TOL, ExportOptions, export_model, read_export
 from gcage_fast.models.registry import load_model
-from gcage_fast.scan.local import scan
+from gcage_fast.scanning.local import scan
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,7 @@ def test_heatmaps_and_bounded_memory(tiny_model_dir, tmp_path, monkeypatch):
     """PNG overlays are named by input_id; decoded pixels are released as soon as they are scored."""
     from PIL import Image
 
-    from gcage_fast.scan import local as pipeline
+    from gcage_fast.scanning import local as pipeline
     from gcage_fast.config import ScanConfig
 
     src = tmp_path / "src"

@@ -13,7 +13,7 @@ from helpers import read_rows, run_cli
 
 from gcage_fast.config import ScanConfig
 from gcage_fast.errors import ConfigError
-from gcage_fast.scan.local import scan
+from gcage_fast.scanning.local import scan
 from gcage_fast.scoring.factory import uses_device_path
 
 

@@ -1,4 +1,4 @@
-"""The three shard steps (gcage_fast.scan.stages) called directly, as another runner would call them: from a
+"""The three shard steps (gcage_fast.scanning.stages) called directly, as another runner would call them: from a
 pickled context and shard specs, in order, they give the rows of ``scan``; a batch never spans two shards; pixels
 are released as soon as they are scored; the local runner decodes the next shard while it scores this one."""
 
@@ -17,9 +17,9 @@ from gcage_fast.config import Limits, ScanConfig
 from gcage_fast.ingest.prepare import prepare, prepare_failure
 from gcage_fast.ingest.workers import SupervisedPool
 from gcage_fast.output.outdir import OutputDir
-from gcage_fast.scan import local, session
-from gcage_fast.scan.context import RunContext, ShardSpec
-from gcage_fast.scan.stages import (commit_shard, in_flight, pool_limits, prepare_shard, prepare_shards, score_shard,
+from gcage_fast.scanning import local, session
+from gcage_fast.scanning.context import RunContext, ShardSpec
+from gcage_fast.scanning.stages import (commit_shard, in_flight, pool_limits, prepare_shard, prepare_shards, score_shard,
                                     take_shard)
 from helpers import read_rows
 
@@ -47,7 +47,7 @@ def _stable(rows):
 
 @contextlib.contextmanager
 def _opened(config):
-    """What a runner sets up before the shard steps (gcage_fast.scan.session), with the engines open."""
+    """What a runner sets up before the shard steps (gcage_fast.scanning.session), with the engines open."""
     from gcage_fast.engine.factory import create_runners
 
     setup = session.resolve(config)
@@ -197,7 +197,7 @@ def test_in_flight_is_bounded_in_bytes_on_the_device_path(tmp_path):
     window shrinks until window x the largest image the limits allow fits the budget, and the prefetch queue is
     bounded in bytes too."""
     from gcage_fast.config import Limits
-    from gcage_fast.scan.stages import in_flight
+    from gcage_fast.scanning.stages import in_flight
     from gcage_fast.scoring.factory import DEVICE_INFLIGHT_BYTES, max_device_image_bytes
 
     def ctx(full_image, limits=Limits()):

@@ -1,4 +1,4 @@
-"""``gcage-fast scan``: images in, one Parquet row per input out (:func:`gcage_fast.scan.local.scan`)."""
+"""``gcage-fast scan``: images in, one Parquet row per input out (:func:`gcage_fast.scanning.local.scan`)."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def scan(mode: str | None, quiet: bool, as_json: bool, **options: Any) -> None:
       gcage-fast scan photos/ -o results/ --device cuda --precision fp16
     """
     from gcage_fast.config import Limits, ScanConfig
-    from gcage_fast.scan.local import scan as run_scan
+    from gcage_fast.scanning.local import scan as run_scan
 
     setup_logging(quiet)
     limits = from_options(Limits, {name: options.pop(name) for name in LIMIT_FIELDS}, LIMIT_FIELDS)

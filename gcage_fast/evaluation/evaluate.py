@@ -108,10 +108,10 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
 
     Raises:
         GcageError: ConfigError for invalid options, MetricError when the split lacks real or fake images, and
-            whatever the scans raise (see gcage_fast.scan.scan).
+            whatever the scans raise (see gcage_fast.scanning.scan).
     """
     from gcage_fast.models.registry import load_model
-    from gcage_fast.scan.local import scan
+    from gcage_fast.scanning.local import scan
 
     opts.validate()
     t0 = time.perf_counter()

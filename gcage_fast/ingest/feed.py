@@ -25,7 +25,7 @@ __all__ = ["InputFeed", "PlanShard"]
 
 
 class PlanShard(Protocol):
-    """A shard of the plan: its number and the sha256 of its plan file (e.g. gcage_fast.scan.context.ShardSpec)."""
+    """A shard of the plan: its number and the sha256 of its plan file (e.g. gcage_fast.scanning.context.ShardSpec)."""
 
     @property
     def shard(self) -> int: ...

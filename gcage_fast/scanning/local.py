@@ -1,7 +1,7 @@
 """The local runner: a whole scan on one machine, and the only module that wires the shard steps of
-gcage_fast.scan.stages (threads, worker processes, queues, progress, signals).
+gcage_fast.scanning.stages (threads, worker processes, queues, progress, signals).
 
-    setup (gcage_fast.scan.session) -> plan -> prepare_shards: one stream over every pending shard
+    setup (gcage_fast.scanning.session) -> plan -> prepare_shards: one stream over every pending shard
         (decode workers, results in plan order) -> Prefetch thread -> for each shard, in plan order:
         score_shard (engines, heatmaps) -> commit_shard (part, then marker) -> progress
 
@@ -30,10 +30,10 @@ from gcage_fast.ingest.prepare import Prepared, prepare, prepare_failure
 from gcage_fast.ingest.workers import SupervisedPool
 from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir, PlanEntry
-from gcage_fast.scan import session
-from gcage_fast.scan.context import RunContext, ShardSpec
-from gcage_fast.scan.stages import commit_shard, in_flight, pool_limits, prepare_shards, score_shard, take_shard
-from gcage_fast.scan.summary import ScanProgress, ScanSummary
+from gcage_fast.scanning import session
+from gcage_fast.scanning.context import RunContext, ShardSpec
+from gcage_fast.scanning.stages import commit_shard, in_flight, pool_limits, prepare_shards, score_shard, take_shard
+from gcage_fast.scanning.summary import ScanProgress, ScanSummary
 from gcage_fast.scoring.base import Scorer
 from gcage_fast.scoring.factory import make_scorer, prepared_nbytes
 

@@ -9,7 +9,7 @@ from typing import Any
 from gcage_fast.ingest.prepare import Prepared
 from gcage_fast.ingest.sources import display_path
 from gcage_fast.output.outdir import PlanEntry
-from gcage_fast.scan.context import RunContext
+from gcage_fast.scanning.context import RunContext
 from gcage_fast.scoring.base import ImageScore
 
 __all__ = ["build_row"]

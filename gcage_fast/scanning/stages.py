@@ -6,7 +6,7 @@
 
 Each step takes a :class:`RunContext` and a :class:`ShardSpec` (plain, frozen, picklable) and what the caller
 opened for it (a decode pool, a scorer with its engines); none reads a global of a runner. A runner wires them:
-gcage_fast.scan.local (threads, worker processes, queues, progress, signals) is the one today.
+gcage_fast.scanning.local (threads, worker processes, queues, progress, signals) is the one today.
 
 A batch of patches never spans two shards (``score_shard`` sees one shard), so a resumed scan scores every shard
 with exactly the batches of an uninterrupted one, and its scores are bit-identical.
@@ -26,8 +26,8 @@ from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
 from gcage_fast.output import parquet
 from gcage_fast.output.heatmaps import render_overlay, write_png_atomic
 from gcage_fast.output.outdir import OutputDir, PlanEntry
-from gcage_fast.scan.context import RunContext, ShardSpec
-from gcage_fast.scan.rows import build_row
+from gcage_fast.scanning.context import RunContext, ShardSpec
+from gcage_fast.scanning.rows import build_row
 from gcage_fast.scoring.base import ImageScore, Scorer
 from gcage_fast.scoring.factory import DEVICE_INFLIGHT_BYTES, inflight_window, max_device_image_bytes
 

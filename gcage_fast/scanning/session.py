@@ -30,8 +30,8 @@ from gcage_fast.ingest.sources import InputRef, display_path, enumerate_inputs
 from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir
 from gcage_fast.output.schema import SCHEMA_VERSION
-from gcage_fast.scan.context import RunContext, ShardSpec
-from gcage_fast.scan.summary import ScanSummary, totals
+from gcage_fast.scanning.context import RunContext, ShardSpec
+from gcage_fast.scanning.summary import ScanSummary, totals
 from gcage_fast.scoring.factory import uses_device_path
 
 if TYPE_CHECKING:
