@@ -13,8 +13,8 @@ from gcage_fast.cam.registry import IN_GRAPH_METHODS
 from gcage_fast.errors import ConfigError
 from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 
-__all__ = ["Limits", "ScanConfig", "ALLOWED_FORMATS", "CAM_METHODS", "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS",
-           "PILLOW_BOMB_PIXELS", "default_workers"]
+__all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOWED_FORMATS", "CAM_METHODS",
+           "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS", "PILLOW_BOMB_PIXELS", "default_workers"]
 
 #: Formats decoded by default, detected from content (never from the file name).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -22,6 +22,51 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 CAM_METHODS = IN_GRAPH_METHODS
 #: Pillow warns about a decompression bomb above this many pixels; we treat the warning as an error.
 PILLOW_BOMB_PIXELS = 89_478_485
+
+
+# --------------------------------------------------------------------- robustness perturbations (eval)
+#: Each parameterised perturbation: (type, lowest, highest). Applied by gcage_fast.ingest.perturb.
+_PARAM = {"jpeg": (int, 1, 100), "blur": (float, 0.0, 100.0), "noise": (float, 0.0, 255.0),
+          "resize": (float, 0.01, 16.0), "crop": (int, 1, 100_000)}
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One robustness transform of a decoded image (``jpeg:75``, ``grayscale``, …), as ``eval --perturb`` names
+    it."""
+
+    name: str
+    value: float | int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.value is None else f"{self.name}:{self.value:g}"
+
+
+def parse_perturbations(spec: str) -> list[Perturbation]:
+    """``"jpeg:75,blur:1,grayscale"`` -> perturbations; raises ConfigError with the accepted forms."""
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, _, raw = part.partition(":")
+        if name in ("none", "grayscale") and not raw:
+            out.append(Perturbation(name))
+            continue
+        if name not in _PARAM or not raw:
+            raise ConfigError(f"invalid perturbation {part!r}; use jpeg:Q, blur:SIGMA, noise:STD, resize:SCALE, "
+                              "crop:SIZE, grayscale or none")
+        typ, lo, hi = _PARAM[name]
+        try:
+            value = typ(raw)
+        except ValueError:
+            raise ConfigError(f"invalid value in perturbation {part!r}: expected {typ.__name__}") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"perturbation {part!r}: value must be between {lo} and {hi}")
+        out.append(Perturbation(name, value))
+    if not out:
+        raise ConfigError("no perturbation given")
+    return out
 
 
 def default_workers() -> int:
@@ -135,8 +180,6 @@ class ScanConfig:
             raise ConfigError(f"unknown --small-images {self.small_images!r}; choose pad or skip")
         self.limits.validate()
         if self.perturb is not None:
-            from gcage_fast.ingest.perturb import parse_perturbations
-
             if len(parse_perturbations(self.perturb)) != 1:
                 raise ConfigError("a scan applies at most one perturbation")
 

@@ -8,7 +8,8 @@ import os
 import platform
 from typing import Any
 
-from gcage_fast import __version__, env
+from gcage_fast import env
+from gcage_fast.version import __version__
 
 __all__ = ["system_info"]
 

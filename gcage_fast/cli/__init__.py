@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import click
 
-from gcage_fast import __version__
+from gcage_fast.version import __version__
 from gcage_fast.cli import engines, evaluate, explain, info, models, report, scan, train
 from gcage_fast.cli.common import CONTEXT
 

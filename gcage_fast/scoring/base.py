@@ -15,16 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from gcage_fast.engine.base import is_device_fault, is_out_of_memory
 from gcage_fast.errors import DeviceFault, OutOfMemory
 from gcage_fast.log import logger
-
-if TYPE_CHECKING:
-    from gcage_fast.ingest.prepare import Prepared
 
 __all__ = ["ImageScore", "Scorer", "score_one_by_one_on_oom", "DeviceErrors"]
 
@@ -45,6 +42,18 @@ class ImageScore:
     patch_p_fake: np.ndarray  # (k,) float32
     patch_cams: np.ndarray  # (k, h*w) uint8
     heat: np.ndarray | None = None  # (k, P, P) float32 in [0, 1], only when heatmaps are kept
+
+
+class Prepared(Protocol):
+    """What a scorer reads and writes of one prepared input (:class:`gcage_fast.ingest.prepare.Prepared` is
+    one): scoring knows nothing of how inputs were read and decoded."""
+
+    patches: np.ndarray | None  # (k, P, P, 3) uint8, selected in the decode worker (host path)
+    image: np.ndarray | None  # (H, W, 3) uint8, padded: the device path selects its patches itself
+    boxes: np.ndarray | None  # (k, 2) int32 (x, y): written by the device scorer
+    contrast: np.ndarray | None  # (k,) float64: written by the device scorer
+    n_patches_total: int | None  # grid patches: written by the device scorer
+    preview: np.ndarray | None
 
 
 class Scorer(Protocol):

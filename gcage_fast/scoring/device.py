@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,11 +34,8 @@ from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table, se
 from gcage_fast.kernels.dispatch import KernelSet, resolve_kernels
 from gcage_fast.models.spec import ModelSpec
 from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
-from gcage_fast.scoring.base import DeviceErrors, ImageScore, score_one_by_one_on_oom
+from gcage_fast.scoring.base import DeviceErrors, ImageScore, Prepared, score_one_by_one_on_oom
 from gcage_fast.scoring.patches import DISTANCE, PATCH, Selection
-
-if TYPE_CHECKING:
-    from gcage_fast.ingest.prepare import Prepared
 
 __all__ = ["DeviceScorer", "DeviceResult"]
 

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from gcage_fast.config import Limits, ScanConfig
 from gcage_fast.kernels.reference import PATCH
-from gcage_fast.scoring.base import Scorer
+from gcage_fast.scoring.base import Prepared, Scorer
 
 if TYPE_CHECKING:
     from gcage_fast.engine.factory import RunnerPair
-    from gcage_fast.ingest.prepare import Prepared
     from gcage_fast.models.spec import ModelSpec
 
 __all__ = ["make_scorer", "uses_device_path", "DEVICE_INFLIGHT_BYTES", "inflight_window", "max_device_image_bytes",

@@ -8,12 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from gcage_fast.engine.base import Runner, infer_chunked
-from gcage_fast.ingest.prepare import Prepared
 from gcage_fast.kernels.cpu import fuse_cam_from_patches
 from gcage_fast.kernels.reference import PATCH, gather_patches
 from gcage_fast.models.spec import ModelSpec
 from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
-from gcage_fast.scoring.base import ImageScore, score_one_by_one_on_oom
+from gcage_fast.scoring.base import ImageScore, Prepared, score_one_by_one_on_oom
 
 __all__ = ["HostScorer"]
 

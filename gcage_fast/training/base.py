@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from gcage_fast.errors import ConfigError
 from gcage_fast.fsutil import atomic_write_json
 from gcage_fast.hashing import sha256_json
+from gcage_fast.models.architectures import ARCHITECTURES, architecture
 from gcage_fast.models.registry import create_base, load_model, write_model_dir
 from gcage_fast.models.spec import BASE_ARCHS, CamSpec, ModelSpec
 from gcage_fast.training.common import TrainOptions, batches, calibrate, load_splits, set_threads, val_metrics
@@ -62,11 +63,11 @@ def _build(opts: TrainOptions, bo: BaseOptions, n_classes: int) -> torch.nn.Modu
             state.update({k: v for k, v in model.state_dict().items() if k.startswith("mlp.fc3.")})
         model.load_state_dict(state, strict=True)
     elif bo.pretrained:
-        if bo.arch != "effnet-lite0":
-            raise ConfigError("--pretrained exists only for --arch effnet-lite0 (no offline SuSy/ResNet weights)")
-        from gcage_fast.models.effnet import load_imagenet_trunk
-
-        load_imagenet_trunk(model.feature_extractor.backbone)
+        arch = architecture(bo.arch)
+        if arch.pretrained is None:
+            offline = ", ".join(a.name for a in ARCHITECTURES.values() if a.pretrained is not None)
+            raise ConfigError(f"--pretrained exists only for --arch {offline} (no offline SuSy/ResNet weights)")
+        arch.load_pretrained(model)
     return model
 
 
