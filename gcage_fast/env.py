@@ -7,7 +7,8 @@
   N-th time (phases: ``after_plan`` (N = 0) once the plan is written; ``image`` after N images of the run were
   processed; for shard number N: ``in_write``
   (inside the Parquet write, before close), ``before_rename``, ``after_rename``, ``after_commit``; ``enospc``
-  makes the write of shard N fail with ENOSPC instead). Used by the fault-injection tests; never set it in
+  makes the write of shard N fail with ENOSPC instead; ``pause`` waits for a signal after N images, so a test
+  can interrupt a scan that cannot have finished). Used by the fault-injection tests; never set it in
   production.
 - ``GCAGE_TEST_HOOKS``: test hook, ``1`` to let decode workers act on magic file contents (a file starting with
   ``GCAGE-TEST-ABORT``, ``-SEGV`` or ``-HANG`` aborts, segfaults or sleeps an hour; one starting with

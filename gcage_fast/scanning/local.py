@@ -41,7 +41,8 @@ __all__ = ["scan", "ScanProgress", "ScanSummary"]
 
 
 class _Fault:
-    """The GCAGE_FAULT_AT test hook: SIGKILL ourselves at a chosen point (see gcage_fast.env)."""
+    """The GCAGE_FAULT_AT test hook: SIGKILL ourselves at a chosen point, fail a write with ENOSPC, or wait there
+    for a signal (see gcage_fast.env)."""
 
     def __init__(self) -> None:
         self.point = env.fault_point()
@@ -51,6 +52,9 @@ class _Fault:
             return
         if self.point == (phase, n):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.point == ("pause", n) and phase == "image":
+            os.write(2, f"GCAGE_FAULT_AT: paused after {n} images\n".encode())  # the test waits for this line
+            signal.pause()  # a test's signal ends the wait: the scan cannot finish before it is interrupted
         if self.point == ("enospc", n) and phase == "in_write":
             raise OSError(errno.ENOSPC, "No space left on device (GCAGE_FAULT_AT)")
 
