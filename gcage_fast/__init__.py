@@ -2,11 +2,12 @@
 
 The library API; the ``gcage-fast`` command is a thin layer over it::
 
-    from gcage_fast import EvalConfig, Limits, ScanConfig, evaluate, scan
+    from gcage_fast import EvalConfig, ExplainConfig, Limits, ScanConfig, evaluate, explain_image, scan
 
     summary = scan(ScanConfig(inputs=("photos/",), output="results/", limits=Limits(timeout_s=30)))
     print(summary.status, summary.images_per_s)
     report = evaluate(EvalConfig(data="labelled/", split="test"))
+    why = explain_image(ExplainConfig(image="photos/a.jpg", output="why.png"))
 
 Configurations are frozen dataclasses; problems of the run raise :class:`GcageError` subclasses whose message
 says what to do, problems of single files are rows of the output. ``import gcage_fast`` is light (no torch, no
@@ -32,6 +33,11 @@ _PUBLIC = {
     "EvalConfig": "gcage_fast.evaluation.evaluate",
     "evaluate": "gcage_fast.evaluation.evaluate",
     "MetricError": "gcage_fast.evaluation.metrics",
+    # explain
+    "ExplainConfig": "gcage_fast.explain.image",
+    "ExplainOptions": "gcage_fast.explain.explainer",
+    "explain_image": "gcage_fast.explain.image",
+    "Explanation": "gcage_fast.explain.explainer",
     # errors
     "GcageError": "gcage_fast.errors",
     "ConfigError": "gcage_fast.errors",
@@ -56,6 +62,8 @@ if TYPE_CHECKING:
                                    OutOfMemory, OutputError)
     from gcage_fast.evaluation.evaluate import EvalConfig, evaluate
     from gcage_fast.evaluation.metrics import MetricError
+    from gcage_fast.explain.explainer import ExplainOptions, Explanation
+    from gcage_fast.explain.image import ExplainConfig, explain_image
     from gcage_fast.scanning import ScanProgress, ScanSummary, scan
 
 

@@ -89,3 +89,23 @@ def test_eval_through_the_public_api(tmp_path, tiny_model_dir):
     assert report["results"]["gcage"]["none"][str(report["top_k"][0])]["all"]["n_unscanned"] == 0
     with pytest.raises(ConfigError, match="split"):
         evaluate(EvalConfig(data=str(data), split="holdout"))
+
+
+def test_explain_through_the_public_api(tmp_path, tiny_model_dir):
+    from PIL import Image
+
+    from gcage_fast import ConfigError, ExplainConfig, ExplainOptions, Explanation, explain_image
+
+    src = gen.save_image(tmp_path / "a.jpg", 300, 260, 5)
+    out = tmp_path / "why.png"
+    config = ExplainConfig(image=str(src), output=str(out), json_path=str(tmp_path / "why.json"),
+                           model=str(tiny_model_dir), options=ExplainOptions(methods=("gradcam", "eigencam")))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.image = "b.jpg"  # type: ignore[misc]
+    expl = explain_image(config)
+    assert isinstance(expl, Explanation) and expl.score.verdict in ("real", "fake")
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 0
+    assert json.loads((tmp_path / "why.json").read_text())["p_fake"] == pytest.approx(expl.score.p_fake)
+    with pytest.raises(ConfigError, match="unknown CAM method"):
+        explain_image(ExplainConfig(image=str(src), options=ExplainOptions(methods=("nope",))))

@@ -5,8 +5,6 @@ CAM quality metrics over a whole labelled set are ``gcage-fast eval --cam-metric
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from gcage_fast.cli.common import THREADS_HELP, command, model_option, setup_logging
@@ -59,11 +57,8 @@ def explain(image: str, output: str, model: str | None, cams: str, all_cams: boo
       gcage-fast explain photo.jpg -o why.png --cam scorecam,gradcam --metrics --json why.json
     """
     from gcage_fast.cam.quality import QualityOptions
-    from gcage_fast.explain.explainer import ExplainOptions, Explainer, parse_methods
-    from gcage_fast.fsutil import atomic_write_json
-    from gcage_fast.models.registry import load_model
-    from gcage_fast.output.heatmaps import write_png_atomic
-    from gcage_fast.explain.visualize import render_explanation, render_method_grid
+    from gcage_fast.explain.explainer import ExplainOptions, parse_methods
+    from gcage_fast.explain.image import ExplainConfig, explain_image
 
     setup_logging(False)
     methods = parse_methods("all" if all_cams and cams == "gradcam" else cams)
@@ -73,13 +68,9 @@ def explain(image: str, output: str, model: str | None, cams: str, all_cams: boo
                           patches=None if patch_index is None else (patch_index,), batch_size=batch_size,
                           lime_samples=lime_samples, lime_segmentation=segmentation, seed=seed,
                           quality=QualityOptions(seed=seed) if metrics else None)
-    loaded = load_model(model)
-    with Explainer(loaded, opts, backend, threads) as ex:
-        expl = ex.explain_file(image)
-    picture = render_method_grid(expl, patch_index, alpha) if all_cams else render_explanation(expl, methods[0], alpha)
-    write_png_atomic(picture, Path(output), "explain")
-    if json_path:
-        atomic_write_json(json_path, expl.to_dict())
+    expl = explain_image(ExplainConfig(image=image, output=output, json_path=json_path, model=model,
+                                       backend=backend, threads=threads, options=opts, all_cams=all_cams,
+                                       grid_patch=patch_index, alpha=alpha))
     s = expl.score
     click.echo(f"{expl.source}: {s.verdict} (p_fake {s.p_fake:.4f}, threshold {expl.threshold:.3f}; base "
                f"p_fake {s.base_p_fake:.4f}, attribution {s.attribution}) -> {output}")
