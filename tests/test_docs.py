@@ -83,3 +83,19 @@ def test_every_dotted_name_in_the_docs_and_help_resolves():
     missing = sorted({f"{where}: {m}" for where, text in texts.items() for m in _DOTTED_RE.findall(text)
                       if not _resolves(m.rstrip("."))})
     assert not missing, missing
+
+
+def test_the_readme_python_examples_name_the_public_api():
+    """Every ```python block of the README compiles, and what it imports from gcage_fast exists."""
+    import ast
+
+    import gcage_fast
+
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks
+    for block in blocks:
+        tree = ast.parse(block)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "gcage_fast":
+                for alias in node.names:
+                    assert alias.name in gcage_fast.__all__ and getattr(gcage_fast, alias.name), alias.name
