@@ -322,7 +322,7 @@ def test_sticky_fault_in_a_device_step_is_a_device_fault(step, device_inputs, un
 
 
 def test_device_errors_classifies_and_lets_other_errors_through():
-    from gcage_fast.scoring.base import DeviceErrors
+    from gcage_fast.engine.base import DeviceErrors
 
     with pytest.raises(OutOfMemory, match=r"out of memory in fuse_cam \(CUDA out of memory"):
         with DeviceErrors("fuse_cam"):

@@ -20,7 +20,8 @@ import numpy as np
 from gcage_fast.errors import DeviceFault, OutOfMemory
 from gcage_fast.log import logger
 
-__all__ = ["Runner", "RunnerInfo", "infer_chunked", "run_chunked", "is_out_of_memory", "is_device_fault"]
+__all__ = ["Runner", "RunnerInfo", "DeviceErrors", "infer_chunked", "run_chunked", "is_out_of_memory",
+           "is_device_fault"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,17 @@ def _release_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _device_fault(exc: BaseException) -> DeviceFault:
+    """The run-stopping error for a sticky device failure (the process's device context is lost)."""
+    return DeviceFault(f"the device failed and cannot be used again in this process ({_first_line(exc)}); "
+                       "run the same command with --resume")
+
+
 def run_chunked(call: Callable[[Any], dict[str, Any]], x: Any, batch_size: int,
                 concat: Callable[[list[Any]], Any]) -> dict[str, Any]:
     """``call`` on chunks of at most ``batch_size`` rows of ``x``; the outputs joined with ``concat``.
@@ -112,15 +124,13 @@ def run_chunked(call: Callable[[Any], dict[str, Any]], x: Any, batch_size: int,
         try:
             out = call(chunk)
         except Exception as exc:  # noqa: BLE001 - classified below; anything else propagates unchanged
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if is_device_fault(exc):
-                raise DeviceFault(f"the device failed and cannot be used again in this process ({first}); "
-                                  "run the same command with --resume") from exc
+                raise _device_fault(exc) from exc
             if not is_out_of_memory(exc):
                 raise
             _release_cached_memory()
             if size == 1:
-                raise OutOfMemory(f"out of memory at batch size 1 ({first})") from exc
+                raise OutOfMemory(f"out of memory at batch size 1 ({_first_line(exc)})") from exc
             size = max(1, size // 2)
             logger.warning("out of memory at batch size %d; retrying at %d", len(chunk), size)
             continue
@@ -136,3 +146,33 @@ def infer_chunked(runner: Runner, x: np.ndarray, batch_size: int) -> dict[str, n
     halving the chunk on out-of-memory (see :func:`run_chunked`)."""
     out = run_chunked(lambda chunk: runner.infer({runner.input_name: chunk}), x, batch_size, np.concatenate)
     return {k: out[k] for k in runner.output_names}
+
+
+class DeviceErrors:
+    """``with DeviceErrors("what"):`` around device work outside the engine calls (uploads, kernels, copies back):
+    an error that :func:`is_device_fault` calls sticky leaves it as
+    :class:`~gcage_fast.errors.DeviceFault` (the run stops; --resume continues), one that
+    :func:`is_out_of_memory` recognises (torch.cuda.OutOfMemoryError, CuPy's, a CUDA or
+    host allocation failure) as :class:`~gcage_fast.errors.OutOfMemory`, which the scorer
+    answers by scoring the images one at a time (:func:`gcage_fast.scoring.base.score_one_by_one_on_oom`). ``OutOfMemory`` and ``DeviceFault`` raised inside (by
+    :func:`run_chunked`) and every other error pass unchanged.
+
+    A class rather than a generator context manager, and no local holds the new exception: no reference cycle
+    keeps the failed batch's tensors (in the traceback's frames) alive while the images are retried one by one.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> DeviceErrors:
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, Exception) or isinstance(exc, (OutOfMemory, DeviceFault)):
+            return False
+        if is_device_fault(exc):
+            raise _device_fault(exc) from exc
+        if is_out_of_memory(exc):
+            _release_cached_memory()
+            raise OutOfMemory(f"out of memory in {self.what} ({_first_line(exc)})") from exc
+        return False

@@ -19,11 +19,10 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from gcage_fast.engine.base import is_device_fault, is_out_of_memory
-from gcage_fast.errors import DeviceFault, OutOfMemory
+from gcage_fast.errors import OutOfMemory
 from gcage_fast.log import logger
 
-__all__ = ["ImageScore", "Scorer", "score_one_by_one_on_oom", "DeviceErrors"]
+__all__ = ["ImageScore", "Prepared", "Scorer", "score_one_by_one_on_oom"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -86,34 +85,3 @@ def score_one_by_one_on_oom(score: Callable[[list[T]], list[R]], items: list[T])
         except OutOfMemory:
             results.append(None)
     return results
-
-
-class DeviceErrors:
-    """``with DeviceErrors("what"):`` around device work outside the engine calls (uploads, kernels, copies back):
-    an error that :func:`~gcage_fast.engine.base.is_device_fault` calls sticky leaves it as
-    :class:`~gcage_fast.errors.DeviceFault` (the run stops; --resume continues), one that
-    :func:`~gcage_fast.engine.base.is_out_of_memory` recognises (torch.cuda.OutOfMemoryError, CuPy's, a CUDA or
-    host allocation failure) as :class:`~gcage_fast.errors.OutOfMemory`, which :func:`score_one_by_one_on_oom`
-    answers by scoring the images one at a time. ``OutOfMemory`` and ``DeviceFault`` raised inside (by
-    :func:`~gcage_fast.engine.base.run_chunked`) and every other error pass unchanged.
-
-    A class rather than a generator context manager, and no local holds the new exception: no reference cycle
-    keeps the failed batch's tensors (in the traceback's frames) alive while the images are retried one by one.
-    """
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> DeviceErrors:
-        return self
-
-    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if not isinstance(exc, Exception) or isinstance(exc, (OutOfMemory, DeviceFault)):
-            return False
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if is_device_fault(exc):
-            raise DeviceFault(f"the device failed and cannot be used again in this process ({first}); "
-                              "run the same command with --resume") from exc
-        if is_out_of_memory(exc):
-            raise OutOfMemory(f"out of memory in {self.what} ({first})") from exc
-        return False

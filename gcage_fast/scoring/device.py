@@ -18,7 +18,7 @@ them. A runner with ``accepts_torch = True`` gets the device tensor through its 
 Every step of :meth:`DeviceScorer.run` is classified, not only the engine calls: an out-of-memory error in the
 upload, a kernel, the top-k or a copy back becomes :class:`~gcage_fast.errors.OutOfMemory` (the images are then
 scored one at a time, and one that does not fit alone gets an ``engine.out_of_memory`` row), a sticky device error
-:class:`~gcage_fast.errors.DeviceFault` (:class:`gcage_fast.scoring.base.DeviceErrors`).
+:class:`~gcage_fast.errors.DeviceFault` (:class:`gcage_fast.engine.base.DeviceErrors`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gcage_fast.engine.base import Runner, run_chunked
+from gcage_fast.engine.base import DeviceErrors, Runner, run_chunked
 from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table, selected_boxes, topk_per_image
 from gcage_fast.kernels.dispatch import KernelSet, resolve_kernels
 from gcage_fast.models.spec import ModelSpec
 from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
-from gcage_fast.scoring.base import DeviceErrors, ImageScore, Prepared, score_one_by_one_on_oom
+from gcage_fast.scoring.base import ImageScore, Prepared, score_one_by_one_on_oom
 from gcage_fast.scoring.patches import DISTANCE, PATCH, Selection
 
 __all__ = ["DeviceScorer", "DeviceResult"]
