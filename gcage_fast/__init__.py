@@ -5,7 +5,7 @@ The library API; the ``gcage-fast`` command is a thin layer over it::
     from gcage_fast import EvalConfig, ExplainConfig, Limits, ScanConfig, evaluate, explain_image, scan
 
     summary = scan(ScanConfig(inputs=("photos/",), output="results/", limits=Limits(timeout_s=30)))
-    print(summary.status, summary.images_per_s)
+    summary.status, summary.images_per_s  # {"ok": ...}, images per second
     report = evaluate(EvalConfig(data="labelled/", split="test"))
     why = explain_image(ExplainConfig(image="photos/a.jpg", output="why.png"))
 

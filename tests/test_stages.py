@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import pickle
 import threading
-import time
 
 import pytest
 
@@ -162,20 +161,21 @@ def test_a_batch_never_spans_two_shards(src, tmp_path, tiny_model_dir, monkeypat
 def test_decoding_of_the_next_shard_overlaps_scoring(src, tmp_path, tiny_model_dir, monkeypatch):
     """While the engines score shard 0's last batch, the decode pool already works on shard 1's files."""
     decoded: list[int] = []
+    next_shard_decoding = threading.Event()
     seen_ahead = threading.Event()
     real_prepare = local.prepare
 
     def counting_prepare(task):
         decoded.append(task.index)
+        if task.index >= 3:  # a file of shard 1
+            next_shard_decoding.set()
         return real_prepare(task)
 
     def on_score(items):
-        if max(p.index for p in items) == 2:  # shard 0 (plan indexes 0-2): its last batch
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not any(i >= 3 for i in decoded):
-                time.sleep(0.01)
-            if any(i >= 3 for i in decoded):
-                seen_ahead.set()
+        # shard 0 (plan indexes 0-2), its last batch: the scorer waits here until the prefetch thread has handed
+        # a file of shard 1 to the decoder (an event, not a clock; the bound only stops a broken overlap hanging)
+        if max(p.index for p in items) == 2 and next_shard_decoding.wait(timeout=120):
+            seen_ahead.set()
 
     monkeypatch.setattr(local, "prepare", counting_prepare)
     _record_batches(monkeypatch, on_score)

@@ -19,10 +19,12 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from gcage_fast.engine.base import Runner
 from gcage_fast.errors import OutOfMemory
 from gcage_fast.log import logger
+from gcage_fast.models.spec import ModelSpec
 
-__all__ = ["ImageScore", "Prepared", "Scorer", "score_one_by_one_on_oom"]
+__all__ = ["EngineScorer", "ImageScore", "Prepared", "Scorer", "score_one_by_one_on_oom"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -65,6 +67,30 @@ class Scorer(Protocol):
         """Scores for ``items`` (all ``status == "ok"``), in the same order. An image that does not fit in device
         memory even alone gets None (its row becomes ``engine.out_of_memory``); the others are scored."""
         ...
+
+
+class EngineScorer:
+    """What both scorers hold: the model spec, the opened runners and how they call them.
+
+    Args:
+        spec: the model spec (class names, authentic index, default ``top_k``).
+        base, head: opened runners; ``head`` None means base-only verdicts.
+        threshold: ``verdict = fake`` when ``p_fake >= threshold``.
+        batch_size: patches per engine call (halved on out-of-memory).
+        keep_heat: keep the normalised P×P heatmaps (for PNG overlays).
+    """
+
+    #: What run.json records about the patch kernels (None on the host path).
+    kernel_info: dict[str, Any] | None = None
+
+    def __init__(self, spec: ModelSpec, base: Runner, head: Runner | None, threshold: float, batch_size: int = 32,
+                 keep_heat: bool = False) -> None:
+        self.spec = spec
+        self.base = base
+        self.head = head
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.keep_heat = keep_heat
 
 
 def score_one_by_one_on_oom(score: Callable[[list[T]], list[R]], items: list[T]) -> list[R | None]:

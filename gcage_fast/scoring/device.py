@@ -34,7 +34,7 @@ from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table, se
 from gcage_fast.kernels.dispatch import KernelSet, resolve_kernels
 from gcage_fast.models.spec import ModelSpec
 from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
-from gcage_fast.scoring.base import ImageScore, Prepared, score_one_by_one_on_oom
+from gcage_fast.scoring.base import EngineScorer, ImageScore, Prepared, score_one_by_one_on_oom
 from gcage_fast.scoring.patches import DISTANCE, PATCH, Selection
 
 __all__ = ["DeviceScorer", "DeviceResult"]
@@ -48,15 +48,11 @@ class DeviceResult:
     score: ImageScore
 
 
-class DeviceScorer:
+class DeviceScorer(EngineScorer):
     """Scores decoded images with the patch work on ``device``; same results as :class:`HostScorer`.
 
-    Args:
-        spec: the model spec (class names, authentic index, default ``top_k``).
-        base, head: opened runners; ``head`` None means base-only verdicts.
-        threshold: ``verdict = fake`` when ``p_fake >= threshold``.
-        batch_size: patches per engine call.
-        keep_heat: keep the normalised P×P heatmaps (copied back to the host).
+    Args (besides those of :class:`~gcage_fast.scoring.base.EngineScorer`; ``keep_heat`` copies the heatmaps back
+    to the host):
         device: where images, patches and the fused input live (``cpu``, ``cuda``, ``cuda:1``).
         kernel_impl: ``auto``, ``reference``, ``triton`` or ``cuda``; None reads ``$GCAGE_KERNEL_IMPL``.
         top_k: patches per image; None takes ``spec.top_k``.
@@ -65,12 +61,7 @@ class DeviceScorer:
     def __init__(self, spec: ModelSpec, base: Runner, head: Runner | None, threshold: float, batch_size: int = 32,
                  keep_heat: bool = False, device: str | torch.device = "cpu", kernel_impl: str | None = None,
                  top_k: int | None = None, patch: int = PATCH, distance: int = DISTANCE) -> None:
-        self.spec = spec
-        self.base = base
-        self.head = head
-        self.threshold = threshold
-        self.batch_size = batch_size
-        self.keep_heat = keep_heat
+        super().__init__(spec, base, head, threshold, batch_size, keep_heat)
         self.device = torch.device(device)
         self.top_k = spec.top_k if top_k is None else top_k
         self.patch = patch

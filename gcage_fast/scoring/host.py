@@ -7,38 +7,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from gcage_fast.engine.base import Runner, infer_chunked
+from gcage_fast.engine.base import infer_chunked
 from gcage_fast.kernels.cpu import fuse_cam_from_patches
 from gcage_fast.kernels.reference import PATCH, gather_patches
-from gcage_fast.models.spec import ModelSpec
 from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
-from gcage_fast.scoring.base import ImageScore, Prepared, score_one_by_one_on_oom
+from gcage_fast.scoring.base import EngineScorer, ImageScore, Prepared, score_one_by_one_on_oom
 
 __all__ = ["HostScorer"]
 
 
-class HostScorer:
-    """Scores images whose patches the decode workers selected, with the fused step in NumPy on the host.
-
-    The runners (base, and head unless the model has none) are already open.
-
-    Args:
-        spec: the model spec (class names, authentic index).
-        base, head: runners; ``head`` None means base-only verdicts.
-        threshold: ``verdict = fake`` when ``p_fake >= threshold``.
-        batch_size: patches per engine call.
-        keep_heat: keep the normalised 224×224 heatmaps (for PNG overlays).
-    """
-
-    def __init__(self, spec: ModelSpec, base: Runner, head: Runner | None, threshold: float, batch_size: int = 32,
-                 keep_heat: bool = False) -> None:
-        self.spec = spec
-        self.base = base
-        self.head = head
-        self.threshold = threshold
-        self.batch_size = batch_size
-        self.keep_heat = keep_heat
-        self.kernel_info = None
+class HostScorer(EngineScorer):
+    """Scores images whose patches the decode workers selected, with the fused step in NumPy on the host
+    (arguments: :class:`~gcage_fast.scoring.base.EngineScorer`)."""
 
     def score(self, items: list[Prepared]) -> list[ImageScore | None]:
         """Scores for ``items`` (all with ``status == "ok"``), in the same order.
