@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import sys
 import time
@@ -59,10 +60,16 @@ def processes_with(tag: str, settle_s: float = 30.0) -> list[int]:
     if any("resource_tracker" not in _cmdline(p) for p in pids):
         return pids
     deadline = time.monotonic() + settle_s
-    while pids and time.monotonic() < deadline:
-        time.sleep(0.05)
-        pids = tagged()
-    return pids
+    for pid in pids:  # wait for each tracker's exit on its pidfd: the kernel says when, no polling
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # already gone
+        try:
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(fd)
+    return tagged()
 
 
 @contextlib.contextmanager
