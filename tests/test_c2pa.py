@@ -212,16 +212,31 @@ def test_precheck_agrees_with_sdk(signed, fmt):
     assert read_c2pa(plain, fmt, DEFAULT_TRUST_ANCHORS) == (None, [], [])
 
 
+def test_precheck_never_misses_a_store_outside_the_usual_place(signed):
+    jpeg = signed["JPEG"]
+    start, end = _app11_span(jpeg)
+    moved = jpeg[:start] + jpeg[end:-2] + jpeg[start:end] + jpeg[-2:]  # APP11 after the scan, before EOI
+    assert has_c2pa_marker(moved, "JPEG") and has_c2pa_marker(jpeg + jpeg[start:end], "JPEG")
+    png = make_image("PNG", 23)
+    assert has_c2pa_marker(png + b"\x00\x00\x00\x04caBXjunkCRC!", "PNG")  # after IEND
+    broken = png[:8] + b"\xff\xff\xff\xff" + png[12:] + b"caBX"  # a chunk length that overruns the file
+    assert has_c2pa_marker(broken, "PNG")
+    webp = make_image("WEBP", 24)
+    assert has_c2pa_marker(webp + b"C2PA\x04\x00\x00\x00junk", "WEBP")
+    assert not has_c2pa_marker(jpeg[:start] + jpeg[end:], "JPEG")
+
+
 def test_unreadable_formats_give_nothing(signed):
     assert read_c2pa(make_image("BMP"), "BMP") == (None, [], [])
     assert read_c2pa(signed["JPEG"], None) == (None, [], [])
     assert read_c2pa(b"", "JPEG") == (None, [], [])
 
 
-def test_remote_manifest_is_flagged_not_fetched(chain):
-    data = sign_image(make_image("JPEG", 22), "JPEG", chain, remote_url="http://192.0.2.1:9/manifest.c2pa")
-    assert not has_c2pa_marker(data, "JPEG")
-    assert read_c2pa(data, "JPEG", None) == (None, [], ["c2pa.remote_manifest"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_remote_manifest_is_flagged_not_fetched(chain, fmt):
+    data = sign_image(make_image(fmt, 22), fmt, chain, remote_url="http://192.0.2.1:9/manifest.c2pa")
+    assert not has_c2pa_marker(data, fmt)
+    assert read_c2pa(data, fmt, None) == (None, [], ["c2pa.remote_manifest"])
 
 
 # ------------------------------------------------------------------------------------------- 7: malformed

@@ -48,10 +48,12 @@ MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "G
 #: necessity, not a heuristic: JPEG's store lives in APP11 segments (marker FF EB, which entropy-coded data cannot
 #: contain); PNG's in a ``caBX`` chunk; WebP's in a ``C2PA`` RIFF chunk; GIF's in a ``C2PA_GIF`` application
 #: extension; TIFF's in tag 0xCD41 (either byte order). A marker found by chance only costs one SDK call.
-_MARKERS = {"JPEG": (b"\xff\xeb",), "PNG": (b"caBX",), "WEBP": (b"C2PA",), "GIF": (b"C2PA_GIF",),
-            "TIFF": (b"\x41\xcd", b"\xcd\x41")}
+_MARKERS = {"JPEG": re.compile(rb"\xff\xeb"), "PNG": re.compile(rb"caBX"), "WEBP": re.compile(rb"C2PA"),
+            "GIF": re.compile(rb"C2PA_GIF"), "TIFF": re.compile(rb"\x41\xcd|\xcd\x41")}
 #: XMP ``dcterms:provenance`` (attribute or element) names a remote manifest.
 _REMOTE_MARKER = b"dcterms:provenance"
+_REMOTE = re.compile(re.escape(_REMOTE_MARKER))
+_MAX_WALK = 1 << 16  # container walks give up (and fall back to a byte search) after this many segments/chunks
 
 _MAX_TEXT = 200  # every string we keep is printable and at most this long
 _MAX_ITEMS = 32  # at most this many actions / source types kept
@@ -70,9 +72,92 @@ def _text(value: Any, limit: int = _MAX_TEXT) -> str | None:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _walk_jpeg(data: bytes) -> tuple[bool, bool, int] | None:
+    """(APP11 seen, remote reference in an APP1, where the walk stopped) over the marker segments before the first
+    SOS; None when the header does not parse. The caller searches the rest (scans, trailing bytes) byte-wise."""
+    pos, remote = 2, False
+    for _ in range(_MAX_WALK):
+        if pos + 4 > len(data) or data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xEB:
+            return True, remote, pos
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xE1 and _REMOTE_MARKER in data[pos + 4:pos + 2 + length]:
+            remote = True
+        if marker == 0xDA:
+            return False, remote, pos
+        pos += 2 + length
+    return None
+
+
+def _png_chunk(data: bytes, pos: int) -> tuple[bytes, int, int] | None:
+    """(type, payload start, payload end) of the PNG chunk at ``pos``, or None when it overruns the data."""
+    if pos + 12 > len(data):
+        return None
+    end = pos + 8 + int.from_bytes(data[pos:pos + 4], "big")
+    return (data[pos + 4:pos + 8], pos + 8, end) if end + 4 <= len(data) else None
+
+
+def _riff_chunk(data: bytes, pos: int) -> tuple[bytes, int, int] | None:
+    """(fourcc, payload start, payload end) of the RIFF chunk at ``pos``, or None when it overruns the data."""
+    if pos + 8 > len(data):
+        return None
+    end = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "little")
+    return (data[pos:pos + 4], pos + 8, end) if end <= len(data) else None
+
+
+def _walk_chunks(data: bytes, fmt: str) -> tuple[bool, bool, int] | None:
+    """(C2PA chunk seen, remote reference in a metadata chunk, end of the chunk chain) for PNG / WebP; None when
+    the chain is broken (the caller then searches the whole file)."""
+    if fmt == "PNG":
+        pos, head, chunk, store, meta = 8, b"\x89PNG\r\n\x1a\n", _png_chunk, b"caBX", (b"iTXt", b"tEXt", b"zTXt")
+    else:
+        pos, head, chunk, store, meta = 12, b"RIFF", _riff_chunk, b"C2PA", (b"XMP ",)
+    if not data.startswith(head):
+        return None
+    remote = False
+    for _ in range(_MAX_WALK):
+        if pos == len(data):
+            return False, remote, pos
+        got = chunk(data, pos)
+        if got is None:
+            return None
+        kind, start, end = got
+        if kind == store:
+            return True, remote, pos
+        if kind in meta and _REMOTE_MARKER in data[start:end]:
+            remote = True
+        pos = end + 4 if fmt == "PNG" else end + (end & 1)
+        if kind == b"IEND":
+            return False, remote, pos
+    return None
+
+
+def _precheck(data: bytes, fmt: str) -> tuple[bool, bool]:
+    """(may hold an embedded manifest store, references a remote manifest); never (False, _) for a store the SDK
+    would find. Walks the container's segments/chunks where that is cheap and sound, else searches the bytes."""
+    marker = _MARKERS.get(fmt)
+    if marker is None:
+        return False, False
+    walked = None
+    if fmt == "JPEG" and data.startswith(b"\xff\xd8"):
+        walked = _walk_jpeg(data)
+    elif fmt in ("PNG", "WEBP"):
+        walked = _walk_chunks(data, fmt)
+    if walked is None:  # another layout or a broken chain: search everything
+        return marker.search(data) is not None, _REMOTE.search(data) is not None
+    found, remote, pos = walked
+    # JPEG: APP11 segments between progressive scans or after EOI; PNG/WebP: bytes after the chunk chain
+    return found or marker.search(data, pos) is not None, remote
+
+
 def has_c2pa_marker(data: bytes, fmt: str | None) -> bool:
     """True when ``data`` may hold an embedded C2PA manifest store (never False for one the SDK would find)."""
-    return any(marker in data for marker in _MARKERS.get(fmt or "", ()))
+    return _precheck(data, fmt or "")[0]
 
 
 # ---------------------------------------------------------------------------------------------- trust anchors
@@ -279,8 +364,8 @@ def read_c2pa(data: bytes, fmt: str | None, trust_anchors: str | None = DEFAULT_
     mime = MIME_TYPES.get(fmt or "")
     if mime is None:
         return None, [], []
-    embedded = has_c2pa_marker(data, fmt)
-    if not embedded and _REMOTE_MARKER not in data:
+    embedded, remote = _precheck(data, fmt or "")
+    if not embedded and not remote:
         return None, [], []
     context = _context(trust_anchors)
     c2pa = _import_c2pa()
