@@ -436,6 +436,22 @@ def test_check_trust_anchors_messages(tmp_path, anchors):
         read_c2pa(sign_image(make_image("JPEG", 51), "JPEG", make_chain()), "JPEG", str(bad))
 
 
+def test_forked_child_builds_its_own_context(signed, anchors):
+    import os
+
+    read_c2pa(signed["JPEG"], "JPEG", anchors)  # the parent's context is now cached
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        info = read_c2pa(signed["JPEG"], "JPEG", anchors)[0]
+        os.write(write, (info.state if info else "none").encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64) == b"trusted"
+    os.close(read)
+
+
 def test_import_is_cheap():
     code = "import sys, gcage_fast.evidence.c2pa_manifest; print('c2pa' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

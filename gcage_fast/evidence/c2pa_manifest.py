@@ -17,6 +17,7 @@ import binascii
 import functools
 import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,9 +210,14 @@ def _import_c2pa():
     return c2pa
 
 
-@functools.lru_cache(maxsize=4)
 def _context(trust_anchors: str | None) -> Context:
-    """The SDK context for ``trust_anchors`` (a PEM path, or None for no anchors): built once per process and path."""
+    """The SDK context for ``trust_anchors`` (a PEM path, or None for no anchors): built once per process and path
+    (a forked child cannot use its parent's native context, so the process id is part of the key)."""
+    return _context_of(trust_anchors, os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _context_of(trust_anchors: str | None, pid: int) -> Context:
     c2pa = _import_c2pa()
     pem = _load_pem(trust_anchors) if trust_anchors is not None else None
     try:
@@ -281,7 +287,7 @@ def _info(store: dict) -> tuple[C2paInfo, list[dict]]:
         signer=_text(sig.get("common_name")) or _text(sig.get("issuer")),
         issuer=_text(sig.get("issuer")),
         claim_generator=_claim_generator(manifest),
-        digital_source_types=_distinct([short_term(str(a["digitalSourceType"]))[:80] for a in actions
+        digital_source_types=_distinct([_text(short_term(a["digitalSourceType"]), 80) or "" for a in actions
                                         if isinstance(a.get("digitalSourceType"), str)]),
         actions=_distinct([_text(a.get("action"), 80) or "" for a in actions]),
         ingredients=len(manifest["ingredients"]) if isinstance(manifest.get("ingredients"), list) else 0,
@@ -372,13 +378,11 @@ def read_c2pa(data: bytes, fmt: str | None, trust_anchors: str | None = DEFAULT_
     try:
         with c2pa.Reader(mime, io.BytesIO(data), context=context) as reader:
             store = json.loads(reader.json())
+        info, actions = _info(store if isinstance(store, dict) else {})
+        return info, _evidence(info, actions), _flags(info)
     except c2pa.C2paError.ManifestNotFound:
         return None, [], []
     except Exception as exc:  # noqa: BLE001 - any SDK failure on hostile bytes is the file's problem, not ours
         if _error_kind(exc) in ("RemoteManifest", "Remote"):
             return None, [], [FLAG_REMOTE]
         return _malformed(exc)
-    if not isinstance(store, dict):
-        return _malformed(ValueError("store"))
-    info, actions = _info(store)
-    return info, _evidence(info, actions), _flags(info)
