@@ -24,8 +24,13 @@ demo: install
 	$(BIN)/gcage-fast scan gcage_fast/samples/images -o $(DEMO_OUT) --heatmaps png --overwrite
 	$(BIN)/gcage-fast verify $(DEMO_OUT)
 
-test: install
+test: install $(VENV)/.installed-watermark
 	$(BIN)/pytest
+
+# The tests also cover the opt-in watermark decoder (its extra pulls opencv-python; the constraints keep torch).
+$(VENV)/.installed-watermark: $(VENV)/.installed
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[cpu,dev,triton,watermark]'
+	touch $@
 
 # Trains the bundled default model on the faces set (training split only; threshold from the validation split),
 # evaluates it on the held-out test split and copies weights, spec and records into $(BUNDLE).

@@ -11,6 +11,8 @@ from typing import Any
 
 from gcage_fast.cam.registry import IN_GRAPH_METHODS
 from gcage_fast.errors import ConfigError
+from gcage_fast.evidence.collect import DEFAULT_TRUST_ANCHORS, WATERMARK_SCHEMES, EvidenceOptions
+from gcage_fast.evidence.policy import VERDICT_POLICIES
 from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 
 __all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOWED_FORMATS", "CAM_METHODS",
@@ -143,6 +145,10 @@ class ScanConfig:
     limits: Limits = field(default_factory=Limits)
     perturb: str | None = None  # robustness transform (one of gcage_fast.ingest.perturb), used by `eval`
     max_consecutive_failures: int = 50  # circuit breaker: consecutive worker.crash/worker.error rows
+    evidence: bool = True  # read provenance (C2PA, IPTC/XMP, declared generators) from every file's bytes
+    verdict_policy: str = "evidence-first"  # one of gcage_fast.evidence.policy.VERDICT_POLICIES
+    c2pa_trust_anchors: str | None = None  # PEM bundle of C2PA trust anchors; None = the shipped official list
+    watermarks: str = "none"  # invisible watermarks to look for: none, or a comma list of WATERMARK_SCHEMES
 
     def validate(self) -> None:
         if not self.inputs and self.from_list is None:
@@ -178,10 +184,33 @@ class ScanConfig:
             raise ConfigError(f"unknown mode {self.mode!r}")
         if self.small_images not in ("pad", "skip"):
             raise ConfigError(f"unknown --small-images {self.small_images!r}; choose pad or skip")
+        if self.verdict_policy not in VERDICT_POLICIES:
+            raise ConfigError(f"unknown --verdict-policy {self.verdict_policy!r}; choose "
+                              f"{' or '.join(VERDICT_POLICIES)}")
+        self.watermark_schemes  # validates --watermarks
         self.limits.validate()
         if self.perturb is not None:
             if len(parse_perturbations(self.perturb)) != 1:
                 raise ConfigError("a scan applies at most one perturbation")
+
+    @property
+    def watermark_schemes(self) -> tuple[str, ...]:
+        """The ``--watermarks`` schemes (empty for ``none``); raises ConfigError for an unknown one."""
+        names = tuple(dict.fromkeys(w.strip() for w in self.watermarks.split(",") if w.strip()))
+        if names == ("none",):
+            return ()
+        unknown = [n for n in names if n not in WATERMARK_SCHEMES]
+        if unknown or not names:
+            raise ConfigError(f"unknown --watermarks {self.watermarks!r}; use none or a comma list of "
+                              f"{', '.join(WATERMARK_SCHEMES)}")
+        return names
+
+    def evidence_options(self) -> EvidenceOptions | None:
+        """What the decode workers read besides the pixels (None with ``evidence=False``)."""
+        if not self.evidence:
+            return None
+        anchors = DEFAULT_TRUST_ANCHORS if self.c2pa_trust_anchors is None else self.c2pa_trust_anchors
+        return EvidenceOptions(trust_anchors=anchors, watermarks=self.watermark_schemes)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -85,7 +85,7 @@ def test_eval_through_the_public_api(tmp_path, tiny_model_dir):
     data = gen.make_labelled_set(tmp_path / "data", n_per_class=3, seed=4, size=224)
     report = evaluate(EvalConfig(data=str(data), model=str(tiny_model_dir), workers=0))
     assert report["data"]["n_images"] == 6
-    assert set(report["results"]) == {"gcage", "base"}
+    assert set(report["results"]) == {"gcage", "base", "fused"}
     assert report["results"]["gcage"]["none"][str(report["top_k"][0])]["all"]["n_unscanned"] == 0
     with pytest.raises(ConfigError, match="split"):
         evaluate(EvalConfig(data=str(data), split="holdout"))

@@ -198,6 +198,30 @@ def limit_options(fn: F) -> F:
                      for flag, (field, kind, text) in _LIMITS.items()))(fn)
 
 
+def evidence_options(fn: F) -> F:
+    """Provenance reading and the verdict policy (ScanConfig's evidence, verdict_policy, c2pa_trust_anchors,
+    watermarks; docs/PROVENANCE.md)."""
+    from gcage_fast.evidence.policy import VERDICT_POLICIES
+
+    return bundle(
+        click.option("--evidence/--no-evidence", default=True, show_default=True,
+                     help="Read provenance from every file's bytes: C2PA manifests (validated offline), IPTC/XMP "
+                     "DigitalSourceType and generators declared in EXIF, XMP, PNG text and comments."),
+        click.option("--verdict-policy", type=click.Choice(VERDICT_POLICIES), default=VERDICT_POLICIES[0],
+                     show_default=True,
+                     help="evidence-first: a valid C2PA AI claim, a declared AI generator or a detected watermark "
+                     "makes the verdict fake (verdict_source says which); capture claims never decide.  model-only: "
+                     "the model's verdict always.  p_fake is the model's score either way."),
+        click.option("--c2pa-trust-anchors", type=click.Path(dir_okay=False, exists=True, path_type=str),
+                     help="PEM file of the C2PA trust anchors manifests are validated against (nothing is fetched "
+                     "from the network).  [default: the official C2PA Trust List shipped in the package]"),
+        click.option("--watermarks", default="none", show_default=True, metavar="none|sd",
+                     help="Also decode invisible watermarks from the pixels: sd = Stable Diffusion v1/v2 and SDXL "
+                     "dwtDct messages (needs the [watermark] extra; costs time per megapixel, see "
+                     "docs/PROVENANCE.md)."),
+    )(fn)
+
+
 def json_flag(help: str) -> Decorator:
     """``--json`` (parameter ``as_json``): print the command's result as JSON instead of text."""
     return click.option("--json", "as_json", is_flag=True, help=help)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from gcage_fast.cli.common import command, engine_options, int_list, model_option, setup_logging, throughput_options
+from gcage_fast.cli.common import (command, engine_options, evidence_options, int_list, model_option, setup_logging,
+                                   throughput_options)
 
 __all__ = ["eval_cmd"]
 
@@ -35,6 +36,7 @@ def _percent_list(text: str, option: str) -> tuple[int, ...]:
 @engine_options(calibration_help="int8: directory of calibration images (never the evaluated split).  "
                 "[default: bundled samples]")
 @throughput_options(workers_help="Decode processes.  [default: cores - 1]")
+@evidence_options
 @click.option("--cam-metrics", "cam_metrics_methods",
               help="Instead of detection metrics, compare CAM methods (comma list or 'all') by their quality "
                    "metrics: confidence drop/increase and ROAD, on each image's top patch.")
@@ -48,14 +50,17 @@ def _percent_list(text: str, option: str) -> tuple[int, ...]:
 def eval_cmd(data: str, model: str | None, split: str, manifest: str | None, perturb: str, top_k: str | None,
              json_path: str | None, backend: str, device: str, precision: str, calibration: str | None,
              batch_size: int, workers: int | None, threads: int | None, cam_metrics_methods: str | None,
-             max_images: int | None, keep_top: str, road_percentiles: str, quiet: bool) -> None:
+             max_images: int | None, keep_top: str, road_percentiles: str, quiet: bool, evidence: bool,
+             verdict_policy: str, c2pa_trust_anchors: str | None, watermarks: str) -> None:
     """Score a labelled image set with the scan pipeline and report detection metrics.
 
     DATA is a folder with manifest.csv (relpath,label[,generator]), ai/ + real/ folders, or 0_real/ + 1_fake/
     folders. Reports, for the G-CAGE verdict and for the base detector alone: AP, ROC-AUC, accuracy (overall,
     real, fake), precision, recall and F1 at the model's threshold, the threshold that maximises balanced
     accuracy, and expected calibration error; per generator when the data names generators, per perturbation
-    and per top-k. Prints a markdown table; --json writes every number.
+    and per top-k. The fused verdict (model plus provenance evidence, --verdict-policy) is reported as the
+    variant "fused", with how many real and AI images each evidence kind decided. Prints a markdown table;
+    --json writes every number.
 
     \b
     Example:
@@ -83,7 +88,9 @@ def eval_cmd(data: str, model: str | None, split: str, manifest: str | None, per
     else:
         opts = EvalOptions(data=data, model=model, split=split, manifest=manifest, perturb=perturb,
                            top_k=int_list(top_k), backend=backend, device=device, batch_size=batch_size,
-                           workers=workers, threads=threads, precision=precision, calibration=calibration)
+                           workers=workers, threads=threads, precision=precision, calibration=calibration,
+                           evidence=evidence, verdict_policy=verdict_policy, c2pa_trust_anchors=c2pa_trust_anchors,
+                           watermarks=watermarks)
         report, table = evaluate(opts, say), markdown_table
     if json_path:
         atomic_write_json(json_path, report)

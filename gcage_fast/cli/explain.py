@@ -72,5 +72,9 @@ def explain(image: str, output: str, model: str | None, cams: str, all_cams: boo
                                        backend=backend, threads=threads, options=opts, all_cams=all_cams,
                                        grid_patch=patch_index, alpha=alpha))
     s = expl.score
-    click.echo(f"{expl.source}: {s.verdict} (p_fake {s.p_fake:.4f}, threshold {expl.threshold:.3f}; base "
-               f"p_fake {s.base_p_fake:.4f}, attribution {s.attribution}) -> {output}")
+    decided = "" if expl.verdict_source == "model" else f", decided by {expl.verdict_source} evidence"
+    click.echo(f"{expl.source}: {expl.verdict} (p_fake {s.p_fake:.4f}, threshold {expl.threshold:.3f}; base "
+               f"p_fake {s.base_p_fake:.4f}, attribution {s.attribution}{decided}) -> {output}")
+    for e in expl.evidence:
+        click.echo(f"  evidence: {e.kind} {e.claim} ({e.strength})" + (f", {e.generator}" if e.generator else "")
+                   + f": {e.detail}")

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, from_options, json_flag,
-                                   limit_options, model_option, setup_logging, throughput_options)
+from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, evidence_options, from_options,
+                                   json_flag, limit_options, model_option, setup_logging, throughput_options)
 from gcage_fast.config import CAM_METHODS, KERNEL_IMPLS
 
 __all__ = ["scan"]
@@ -44,6 +44,8 @@ def _summary_text(s: Any) -> str:
         "  status:   " + (", ".join(f"{k} {v}" for k, v in sorted(s.status.items())) or "none"),
         "  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items())) or "none"),
     ]
+    if s.verdict_sources:
+        lines.append("  decided by: " + ", ".join(f"{k} {v}" for k, v in sorted(s.verdict_sources.items())))
     if s.error_codes:
         lines.append("  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(s.error_codes.items())))
     lines.append(f"  this run: {s.processed} images, {s.patches} patches in {s.scan_s:.1f} s "
@@ -86,6 +88,7 @@ def _summary_text(s: Any) -> str:
 @click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links inside directories.")
 @click.option("--small-images", type=click.Choice(["pad", "skip"]), default="pad", show_default=True,
               help="Images with a side < 224: edge-pad (padded = true) or skip.")
+@evidence_options
 @limit_options
 @click.option("--max-consecutive-failures", type=click.IntRange(min=1), default=50, show_default=True,
               help="Stop when this many files in a row fail with worker.crash/worker.error (a broken environment).")
@@ -106,6 +109,7 @@ def scan(mode: str | None, quiet: bool, as_json: bool, **options: Any) -> None:
       gcage-fast scan uploads.tar.gz batch.zip -o results/
       gcage-fast scan photos/ -o results/ --resume        # after an interruption
       gcage-fast scan photos/ -o results/ --device cuda --precision fp16
+      gcage-fast scan photos/ -o results/ --verdict-policy model-only --watermarks sd
     """
     from gcage_fast.config import Limits, ScanConfig
     from gcage_fast.scanning.local import scan as run_scan

@@ -46,6 +46,7 @@ class InputFeed:
         self.top_k = top_k
         self.preview_max = preview_max
         self.perturb = perturb
+        self.evidence = config.evidence_options()
         self._reader: MemberReader | None = None
 
     def _member(self, entry: PlanEntry) -> bytes:
@@ -81,4 +82,4 @@ class InputFeed:
         name = entry.member_bytes if entry.member_bytes is not None else os.path.basename(entry.path_bytes)
         c = self.config
         return tag, PrepareTask(entry.index, entry.path_bytes, self.top_k, c.small_images, c.limits,
-                                self.preview_max, self.perturb, data, name, self.full_image), None
+                                self.preview_max, self.perturb, data, name, self.full_image, self.evidence), None

@@ -20,6 +20,8 @@ from PIL import Image
 
 from gcage_fast.config import Limits
 from gcage_fast.env import test_hooks
+from gcage_fast.evidence.collect import EvidenceOptions, Found, read_evidence, read_pixel_evidence
+from gcage_fast.evidence.types import C2paInfo, Evidence
 from gcage_fast.ingest.archives import is_archive_bytes
 from gcage_fast.ingest.decode import DecodeFailure, decode_rgb, sniff_format
 from gcage_fast.scoring.patches import PATCH, grid_shape, pad_to_patch, select
@@ -48,6 +50,7 @@ class PrepareTask:
     data: bytes | None = None  # the content, when the parent read it (archive members); else read path_bytes
     name: bytes = b""  # file or member name, for the extension check (never used as a path)
     full_image: bool = False  # keep the padded image for device-side patch selection instead of selecting here
+    evidence: EvidenceOptions | None = None  # provenance readers to run on the bytes (None: none)
 
 
 @dataclass
@@ -78,6 +81,8 @@ class Prepared:
     trailing_bytes: int | None = None
     exif_orientation: int | None = None
     top_k: int = 0  # with ``image``: how many patches the device selects
+    evidence: list[Evidence] = field(default_factory=list)  # provenance signals (gcage_fast.evidence)
+    c2pa: C2paInfo | None = None  # the C2PA manifest, when the file has one
 
     def fail(self, code: str, detail: str, status: str = "error") -> Prepared:
         self.status, self.error_code, self.error_detail = status, code, printable(detail)[:512]
@@ -179,6 +184,16 @@ def prepare_failure(task: PrepareTask, failure: WorkerFailure) -> Prepared:
     return Prepared(index=task.index).fail(failure.code, failure.detail)
 
 
+def _read_evidence(out: Prepared, data: bytes, options: EvidenceOptions | None) -> Found | None:
+    """Run the byte-level evidence readers (before decoding, so a file that does not decode keeps its provenance)."""
+    if options is None:
+        return None
+    found = read_evidence(data, sniff_format(data), options)
+    out.evidence, out.c2pa = found.evidence, found.c2pa
+    out.flags.extend(found.flags)
+    return found
+
+
 def prepare(task: PrepareTask) -> Prepared:
     """Read, decode and select patches for one input."""
     out = Prepared(index=task.index)
@@ -195,6 +210,7 @@ def prepare(task: PrepareTask) -> Prepared:
     out.sha256 = hashlib.sha256(data).hexdigest()
     if task.data is not None and is_archive_bytes(data[:512]):
         return out.fail("archive.nested", "an archive inside an archive is not opened", status="skipped")
+    found = _read_evidence(out, data, task.evidence)
     try:
         img = decode_rgb(data, task.limits)
     except DecodeFailure as f:
@@ -204,11 +220,16 @@ def prepare(task: PrepareTask) -> Prepared:
         return out.fail(f.code, f.detail, f.status)
     del data
     out.format, out.mode, out.n_frames = img.format, img.mode, img.n_frames
-    out.flags, out.trailing_bytes, out.exif_orientation = img.flags, img.trailing_bytes, img.orientation
+    out.flags, out.trailing_bytes, out.exif_orientation = img.flags + out.flags, img.trailing_bytes, img.orientation
     if _extension_mismatch(task.name, img.format):
         out.flags.append("format.extension_mismatch")
     if task.perturb is not None:
         img.rgb = apply_perturbation(img.rgb, task.perturb, seed=int(out.sha256[:8], 16))
+    if found is not None and task.evidence is not None and task.evidence.watermarks:
+        # after the perturbation: ``eval --perturb`` measures how well the watermark survives it
+        read_pixel_evidence(img.rgb, task.evidence, found)
+        out.evidence = found.evidence
+        out.flags.extend(f for f in found.flags if f not in out.flags)
     out.height, out.width = img.rgb.shape[:2]
     if task.preview_max:
         out.preview, out.preview_scale = _preview(img.rgb, task.preview_max)

@@ -1,6 +1,8 @@
-"""Output schema, version 2: one row per planned input. The only place columns are defined.
+"""Output schema, version 3: one row per planned input. The only place columns are defined.
 
-Version 2 added ``member_index``, ``flags``, ``trailing_bytes`` and ``exif_orientation`` to version 1.
+Version 2 added ``member_index``, ``flags``, ``trailing_bytes`` and ``exif_orientation`` to version 1; version 3
+added the provenance columns ``evidence``, ``c2pa`` and ``verdict_source`` (``verdict`` became the fused verdict;
+``p_fake`` stays the model's own score).
 
 Scores are null unless ``status = ok`` (fail closed: an unscanned file never looks clean).
 """
@@ -9,9 +11,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "PATCH_TYPE", "PLAN_SCHEMA", "STATUSES", "SCORE_COLUMNS"]
+__all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "PATCH_TYPE", "EVIDENCE_TYPE", "C2PA_TYPE", "PLAN_SCHEMA", "STATUSES",
+           "SCORE_COLUMNS"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "error", "skipped")
 CAM_VALUES = 49  # 7×7 CAM per patch, min-max normalised and quantised to uint8
 
@@ -22,6 +25,29 @@ PATCH_TYPE = pa.struct([
     pa.field("p_fake", pa.float32(), nullable=False),
     pa.field("probs", pa.list_(pa.float32()), nullable=False),
     pa.field("cam", pa.list_(pa.uint8(), CAM_VALUES), nullable=False),
+])
+
+#: One provenance signal (gcage_fast.evidence.types.Evidence).
+EVIDENCE_TYPE = pa.struct([
+    pa.field("kind", pa.string(), nullable=False),  # c2pa | iptc | metadata | watermark
+    pa.field("claim", pa.string(), nullable=False),  # ai_generated | ai_edited | capture | unknown
+    pa.field("generator", pa.string()),
+    pa.field("detail", pa.string(), nullable=False),
+    pa.field("strength", pa.string(), nullable=False),  # signed | declared | detected
+])
+
+#: The file's C2PA manifest (gcage_fast.evidence.types.C2paInfo).
+C2PA_TYPE = pa.struct([
+    pa.field("present", pa.bool_(), nullable=False),
+    pa.field("state", pa.string()),  # trusted | valid | invalid
+    pa.field("failure_codes", pa.list_(pa.string())),
+    pa.field("signer", pa.string()),
+    pa.field("issuer", pa.string()),
+    pa.field("claim_generator", pa.string()),
+    pa.field("digital_source_types", pa.list_(pa.string())),
+    pa.field("actions", pa.list_(pa.string())),
+    pa.field("ingredients", pa.int32()),
+    pa.field("signing_time", pa.string()),
 ])
 
 _FIELDS = [
@@ -46,11 +72,19 @@ _FIELDS = [
      "exif.invalid, alpha.transparent, frames.unscanned, format.extension_mismatch, trailing.bytes, ...)"),
     ("trailing_bytes", pa.int64(), True, "bytes after the end of the image data (polyglots, appended payloads)"),
     ("exif_orientation", pa.int32(), True, "EXIF orientation applied to the pixels (1 = none)"),
+    ("evidence", pa.list_(EVIDENCE_TYPE), True, "provenance signals: kind (c2pa | iptc | metadata | watermark), "
+     "claim (ai_generated | ai_edited | capture | unknown), generator, detail, strength (signed | declared | "
+     "detected); empty when none was found, null when the bytes could not be read or evidence was off"),
+    ("c2pa", C2PA_TYPE, True, "the C2PA manifest: state (trusted | valid | invalid), failure codes, signer, issuer, "
+     "claim generator, digitalSourceTypes, actions, ingredients, signing time; null without a manifest"),
     ("n_patches_total", pa.int32(), True, "patches in the floor grid"),
     ("n_patches_scanned", pa.int32(), True, "patches scored (top-k by contrast)"),
     ("padded", pa.bool_(), True, "true when a side < 224 was edge-padded"),
     ("p_fake", pa.float64(), True, "G-CAGE P(fake): mean of the head's per-patch P(fake)"),
-    ("verdict", pa.string(), True, "fake | real (p_fake >= threshold)"),
+    ("verdict", pa.string(), True, "fake | real: the fused verdict (verdict_source says what decided it; with the "
+     "model, p_fake >= threshold)"),
+    ("verdict_source", pa.string(), True, "model | c2pa | watermark | metadata: what made the verdict "
+     "(--verdict-policy)"),
     ("threshold", pa.float64(), True, "threshold used for the verdict"),
     ("base_p_fake", pa.float64(), True, "base detector: 1 - mean P(authentic) over patches"),
     ("base_probs", pa.list_(pa.float64()), True, "base detector: mean class probabilities over patches"),
@@ -67,7 +101,7 @@ _FIELDS = [
 ]
 
 #: Columns that are null unless status = ok.
-SCORE_COLUMNS = ("p_fake", "verdict", "threshold", "base_p_fake", "base_probs", "attribution", "patches",
+SCORE_COLUMNS = ("p_fake", "verdict", "verdict_source", "threshold", "base_p_fake", "base_probs", "attribution", "patches",
                  "n_patches_scanned")
 
 ROW_SCHEMA = pa.schema(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from gcage_fast.evidence.policy import fuse
 from gcage_fast.ingest.prepare import Prepared
 from gcage_fast.ingest.sources import display_path
 from gcage_fast.output.outdir import PlanEntry
@@ -13,6 +14,13 @@ from gcage_fast.scanning.context import RunContext
 from gcage_fast.scoring.base import ImageScore
 
 __all__ = ["build_row"]
+
+
+def _evidence(ctx: RunContext, prep: Prepared) -> list[dict[str, Any]] | None:
+    """The evidence list: null where nothing was read (evidence off, or the bytes never reached a worker)."""
+    if not ctx.config.evidence or prep.sha256 is None:
+        return None
+    return [e.as_row() for e in prep.evidence]
 
 
 def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
@@ -40,6 +48,8 @@ def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
         "flags": list(entry.flags) + prep.flags,
         "trailing_bytes": prep.trailing_bytes,
         "exif_orientation": prep.exif_orientation,
+        "evidence": _evidence(ctx, prep),
+        "c2pa": None if prep.c2pa is None else prep.c2pa.as_row(),
         "n_patches_total": prep.n_patches_total,
         "n_patches_scanned": None,
         "padded": prep.padded,
@@ -53,10 +63,12 @@ def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
         "scanned_at": datetime.now(timezone.utc),
     }
     if score is not None:
+        verdict, source = fuse(prep.evidence, score.verdict, ctx.config.verdict_policy)
         row.update({
             "n_patches_scanned": len(score.patch_p_fake),
             "p_fake": score.p_fake,
-            "verdict": score.verdict,
+            "verdict": verdict,
+            "verdict_source": source,
             "threshold": ctx.threshold,
             "base_p_fake": score.base_p_fake,
             "base_probs": score.base_probs.tolist(),

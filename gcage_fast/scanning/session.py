@@ -26,6 +26,7 @@ import numpy as np
 from gcage_fast.version import __version__
 from gcage_fast.config import ScanConfig
 from gcage_fast.errors import ConfigError, OutputError
+from gcage_fast.hashing import sha256_file
 from gcage_fast.ingest.sources import InputRef, display_path, enumerate_inputs
 from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from gcage_fast.export.to_onnx import ExportOptions
     from gcage_fast.models.registry import LoadedModel
 
-__all__ = ["Run", "Setup", "finish", "fingerprint", "inputs", "open_run", "resolve"]
+__all__ = ["Run", "Setup", "check_evidence", "finish", "fingerprint", "inputs", "open_run", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def resolve(config: ScanConfig) -> Setup:
     from gcage_fast.models.registry import load_model
 
     config.validate()
+    check_evidence(config)
     model = load_model(config.model)
     spec = model.spec
     check_device(config.device)
@@ -93,8 +95,34 @@ def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         "small_images": config.small_images,
         "perturb": config.perturb,
         "limits": asdict(config.limits) | {"formats": list(config.limits.formats)},
+        "evidence": _evidence_fingerprint(config),
         **resolved,
     }
+
+
+def _evidence_fingerprint(config: ScanConfig) -> dict[str, Any] | None:
+    """The evidence settings rows depend on; the trust anchors by the sha256 of their content."""
+    options = config.evidence_options()
+    if options is None:
+        return {"verdict_policy": config.verdict_policy, "read": False}
+    anchors = options.trust_anchors
+    return {"verdict_policy": config.verdict_policy, "read": True, "watermarks": list(options.watermarks),
+            "c2pa_trust_anchors_sha256": None if anchors is None else sha256_file(anchors)}
+
+
+def check_evidence(config: ScanConfig) -> None:
+    """Refuse unreadable trust anchors and missing watermark support before anything is written."""
+    options = config.evidence_options()
+    if options is None:
+        return
+    if options.c2pa and options.trust_anchors is not None:
+        from gcage_fast.evidence.c2pa_manifest import check_trust_anchors
+
+        check_trust_anchors(options.trust_anchors)
+    if options.watermarks:
+        from gcage_fast.evidence.watermark import check_watermark_support
+
+        check_watermark_support()
 
 
 def inputs(config: ScanConfig, out: OutputDir) -> list[InputRef] | None:
@@ -224,10 +252,11 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
     """Record the finished run in run.json and sum it up. ``processed`` and ``patches`` count this attempt;
     ``t_start`` is when the command started (``time.perf_counter()``)."""
     n_shards = run.plan["n_shards"]
-    status, codes, verdicts = totals(run.out, n_shards)
+    status, codes, verdicts, sources = totals(run.out, n_shards)
     wall_s = time.perf_counter() - t_start
     run.record(state="finished", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               counts={"status": dict(status), "error_codes": dict(codes), "verdicts": dict(verdicts)},
+               counts={"status": dict(status), "error_codes": dict(codes), "verdicts": dict(verdicts),
+                       "verdict_sources": dict(sources)},
                last_attempt={"processed": processed, "patches": patches, "wall_s": round(wall_s, 3),
                              "scan_s": round(scan_s, 3)})
     ctx = run.ctx
@@ -236,4 +265,5 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
         status=dict(status), error_codes=dict(codes), verdicts=dict(verdicts), processed=processed, patches=patches,
         wall_s=wall_s, scan_s=scan_s, shards_total=n_shards, shards_written=len(run.pending),
         shards_skipped=len(run.committed), model_id=ctx.model_id, backend=ctx.backend, cam_method=ctx.cam_method,
+        verdict_sources=dict(sources),
     )

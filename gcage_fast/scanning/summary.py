@@ -47,6 +47,7 @@ class ScanSummary:
     model_id: str
     backend: str
     cam_method: str
+    verdict_sources: dict[str, int] = field(default_factory=dict)  # what decided the verdicts (model, c2pa, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -64,15 +65,16 @@ class ScanSummary:
         return d
 
 
-def totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter]:
-    """Counts of ``status``, ``error_code`` and ``verdict`` over the parts in ``out``."""
-    status, codes, verdicts = Counter(), Counter(), Counter()
+def totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter, Counter]:
+    """Counts of ``status``, ``error_code``, ``verdict`` and ``verdict_source`` over the parts in ``out``."""
+    status, codes, verdicts, sources = Counter(), Counter(), Counter(), Counter()
     for shard in range(n_shards):
         part = out.part_path(shard)
         if not part.is_file():
             continue
-        t = pq.read_table(part, columns=["status", "error_code", "verdict"]).to_pydict()
+        t = pq.read_table(part, columns=["status", "error_code", "verdict", "verdict_source"]).to_pydict()
         status.update(t["status"])
         codes.update(c for c in t["error_code"] if c)
         verdicts.update(v for v in t["verdict"] if v)
-    return status, codes, verdicts
+        sources.update(v for v in t["verdict_source"] if v)
+    return status, codes, verdicts, sources
