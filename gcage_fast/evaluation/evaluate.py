@@ -2,8 +2,10 @@
 
 Each (perturbation, top-k) combination is one ordinary scan (same decoding, patch selection, engines, fused step
 and aggregation as ``gcage-fast scan``) into a temporary output; its rows are joined with the labels. Metrics are
-computed for the G-CAGE verdict (``p_fake``) and for the base detector alone (``base_p_fake``), overall and per
-generator. Files that could not be scanned are excluded from the metrics and counted as ``n_unscanned``.
+computed for the G-CAGE verdict (``p_fake``), for the base detector alone (``base_p_fake``) and for the fused
+verdict (``fused``: the model's p_fake, raised to 1.0 where provenance evidence decided the verdict; see
+docs/PROVENANCE.md), overall and per generator; ``decided_by`` counts, per label, the images each verdict source
+decided. Files that could not be scanned are excluded from the metrics and counted as ``n_unscanned``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ class EvalConfig:
     threads: int | None = None
     precision: str = "fp32"
     calibration: str | None = None
+    evidence: bool = True
+    verdict_policy: str = ScanConfig.verdict_policy
+    c2pa_trust_anchors: str | None = None
+    watermarks: str = "none"
 
     def scan_config(self, listing: str, output: str, top_k: int | None = None, perturb: str | None = None,
                     model: str | None = None, shard_size: int = ScanConfig.shard_size) -> ScanConfig:
@@ -64,7 +70,9 @@ class EvalConfig:
         return ScanConfig(inputs=(), from_list=listing, output=output, model=model or self.model,
                           backend=self.backend, device=self.device, precision=self.precision,
                           calibration=self.calibration, top_k=top_k, batch_size=self.batch_size,
-                          workers=self.workers, threads=self.threads, shard_size=shard_size, perturb=perturb)
+                          workers=self.workers, threads=self.threads, shard_size=shard_size, perturb=perturb,
+                          evidence=self.evidence, verdict_policy=self.verdict_policy, c2pa_trust_anchors=self.c2pa_trust_anchors,
+                          watermarks=self.watermarks)
 
     def validate(self) -> None:
         """Raise ConfigError for an invalid option (before any model is loaded or image scanned)."""
@@ -97,10 +105,22 @@ def _report(items: list[LabelledImage], rows: dict[bytes, dict[str, Any]], colum
             missing += 1
             continue
         y.append(item.label)
-        s.append(row[column])
+        s.append(1.0 if column == "fused" and row["verdict_source"] != "model" else
+                 row["p_fake" if column == "fused" else column])
     report = binary_report(np.array(y, dtype=np.int64), np.array(s, dtype=np.float64), threshold)
     report["n_unscanned"] = missing
     return report
+
+
+def _decided_by(items: list[LabelledImage], rows: dict[bytes, dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """verdict_source -> {"real": images, "fake": images} over the scanned items (labels: real 0, fake 1)."""
+    out: dict[str, dict[str, int]] = {}
+    for item in items:
+        row = rows.get(os.fsencode(os.path.abspath(item.path)))
+        if row is not None and row["status"] == "ok":
+            counts = out.setdefault(row["verdict_source"], {"real": 0, "fake": 0})
+            counts["fake" if item.label else "real"] += 1
+    return dict(sorted(out.items()))
 
 
 def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -128,9 +148,10 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
     top_ks = opts.top_k or (spec.top_k,)
     variants = {"base": ("base_p_fake", spec.base_threshold)}
     if model.head is not None:
-        variants = {"gcage": ("p_fake", spec.threshold), **variants}
+        variants = {"gcage": ("p_fake", spec.threshold), **variants, "fused": ("fused", spec.threshold)}
     groups = _groups(ds)
     results: dict[str, Any] = {v: {} for v in variants}
+    decided: dict[str, Any] = {}
     backend_label = None
     with tempfile.TemporaryDirectory(prefix="gcage-eval-") as tmp:
         listing = Path(tmp) / "inputs.txt"
@@ -144,8 +165,9 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
                                                 model=str(model.path), shard_size=max(1, len(ds.items))))
                 backend_label = summary.backend
                 table = pads.dataset(out / "parts", format="parquet").to_table(
-                    columns=["path_bytes", "status", "p_fake", "base_p_fake"])
+                    columns=["path_bytes", "status", "p_fake", "base_p_fake", "verdict_source"])
                 rows = {r["path_bytes"]: r for r in table.to_pylist()}
+                decided.setdefault(p.label, {})[str(k)] = _decided_by(ds.items, rows)
                 for variant, (column, threshold) in variants.items():
                     per = results[variant].setdefault(p.label, {}).setdefault(str(k), {})
                     for gname, items in groups.items():
@@ -164,6 +186,8 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
         "top_k": list(top_ks),
         "keys": list(METRIC_KEYS),
         "results": results,
+        "verdict_policy": opts.verdict_policy,
+        "decided_by": decided,
         "seconds": round(seconds, 1),
     }
 
@@ -182,4 +206,11 @@ def markdown_table(report: dict[str, Any]) -> str:
                         f"{m['roc_auc']:.4f} | {m['acc']:.4f} | {m['acc_real']:.4f} | {m['acc_fake']:.4f} | "
                         f"{m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['threshold']:.3f} | "
                         f"{m['best_threshold']:.3f} | {m['ece']:.4f} |")
+    decided = report.get("decided_by") or {}
+    if decided:
+        lines += ["", f"Verdicts by source ({report.get('verdict_policy')}; images, by true label):", "",
+                  "| perturb | top-k | verdict_source | real images | AI images |", "|---|---|---|---|---|"]
+        for p, by_k in decided.items():
+            for k, by_source in by_k.items():
+                lines += [f"| {p} | {k} | {src} | {n['real']} | {n['fake']} |" for src, n in by_source.items()]
     return "\n".join(lines)

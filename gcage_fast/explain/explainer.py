@@ -24,6 +24,9 @@ from gcage_fast.scoring.base import ImageScore
 from gcage_fast.scoring.host import HostScorer
 from gcage_fast.engine.base import Runner, infer_chunked
 from gcage_fast.errors import ConfigError, InputError, OutOfMemory
+from gcage_fast.evidence.collect import DEFAULT_TRUST_ANCHORS, EvidenceOptions
+from gcage_fast.evidence.policy import DEFAULT_POLICY, fuse
+from gcage_fast.evidence.types import C2paInfo, Evidence
 from gcage_fast.kernels.reference import PATCH, minmax_normalize, upsample_cams
 from gcage_fast.models.registry import LoadedModel
 from gcage_fast.ingest.prepare import Prepared, PrepareTask, prepare
@@ -53,6 +56,9 @@ class ExplainOptions:
     lime_segmentation: str = "grid"
     seed: int = 0
     quality: QualityOptions | None = None  # CAM quality metrics when set
+    #: provenance readers run on the file (the scan's defaults); None reads no evidence
+    evidence: EvidenceOptions | None = EvidenceOptions(trust_anchors=DEFAULT_TRUST_ANCHORS)
+    verdict_policy: str = DEFAULT_POLICY
 
     def validate(self) -> None:
         parse_methods(",".join(self.methods))
@@ -91,6 +97,10 @@ class Explanation:
     preview: np.ndarray  # (h, w, 3) uint8 display image, scaled by preview_scale
     preview_scale: float
     flags: list[str]
+    evidence: list[Evidence] = field(default_factory=list)
+    c2pa: C2paInfo | None = None
+    verdict: str = ""  # the fused verdict (score.verdict is the model's own)
+    verdict_source: str = "model"
 
     def to_dict(self) -> dict[str, Any]:
         """The numbers, JSON-ready (``gcage-fast explain --json``)."""
@@ -104,12 +114,16 @@ class Explanation:
             "cam_target": self.target,
             "cam_layer": self.layer,
             "threshold": self.threshold,
-            "verdict": self.score.verdict,
+            "verdict": self.verdict,
+            "verdict_source": self.verdict_source,
+            "model_verdict": self.score.verdict,
             "p_fake": self.score.p_fake,
             "base_p_fake": self.score.base_p_fake,
             "attribution": self.score.attribution,
             "base_probs": {n: float(p) for n, p in zip(names, self.score.base_probs)},
             "flags": self.flags,
+            "evidence": [e.as_row() for e in self.evidence],
+            "c2pa": None if self.c2pa is None else self.c2pa.as_row(),
             "methods": list(self.methods),
             "patches": [{
                 "index": p.index,
@@ -186,7 +200,7 @@ class Explainer:
         top_k = self.options.top_k or self.model.spec.top_k
         p = Path(path)
         prepared = prepare(PrepareTask(0, bytes(p), top_k, limits=self.limits, preview_max=1024,
-                                       name=p.name.encode()))
+                                       name=p.name.encode(), evidence=self.options.evidence))
         if prepared.status != "ok":
             raise InputError(f"{path}: cannot explain ({prepared.status} {prepared.error_code}: "
                              f"{prepared.error_detail})")
@@ -224,9 +238,11 @@ class Explainer:
                     pe.quality[method] = cam_quality(x[i], heat, self.target, self.probs, probs[i],
                                                      self.options.quality)
             patches.append(pe)
+        verdict, verdict_source = fuse(prepared.evidence, score.verdict, self.options.verdict_policy)
         return Explanation(source, prepared.width, prepared.height, spec.model_id, self.backend_label,
                            spec.threshold, self.target_text, self.layer, tuple(spec.class_names), score, patches,
-                           self.options.methods, prepared.preview, prepared.preview_scale, list(prepared.flags))
+                           self.options.methods, prepared.preview, prepared.preview_scale, list(prepared.flags),
+                           list(prepared.evidence), prepared.c2pa, verdict, verdict_source)
 
     def _one(self, method: str, patch: np.ndarray, acts: np.ndarray, probs: np.ndarray,
              family: dict[str, np.ndarray], i: int) -> tuple[np.ndarray | None, np.ndarray]:

@@ -38,7 +38,9 @@ def _legend(expl: Explanation, method: str, width: int) -> Image.Image:
     s = expl.score
     title, small = _font(18), _font(13)
     lines: list[tuple[str, ImageFont.ImageFont | ImageFont.FreeTypeFont, tuple[int, int, int]]] = [
-        (f"verdict: {s.verdict.upper()}", title, _FAKE if s.verdict == "fake" else _REAL),
+        (f"verdict: {expl.verdict.upper()}" + ("" if expl.verdict_source == "model" else
+                                               f"  (decided by {expl.verdict_source} evidence)"),
+         title, _FAKE if expl.verdict == "fake" else _REAL),
         (f"p_fake {s.p_fake:.4f}  (threshold {expl.threshold:.3f})", small, _FG),
         (f"base detector: p_fake {s.base_p_fake:.4f}, attribution {s.attribution}", small, _FG),
         ("class probabilities: " + ", ".join(f"{n} {p:.3f}" for n, p in zip(expl.class_names, s.base_probs)),
@@ -47,6 +49,12 @@ def _legend(expl: Explanation, method: str, width: int) -> Image.Image:
          _FG),
         (f"image {expl.width}x{expl.height}; patches (x, y, contrast, head p_fake, base p_fake):", small, _FG),
     ]
+    lines.extend((f"evidence: {e.kind} {e.claim} ({e.strength})" + (f", {e.generator}" if e.generator else "")
+                  + f": {e.detail}"[:160], small, _FG) for e in expl.evidence)
+    if not expl.evidence:
+        lines.append(("evidence: none found (C2PA, IPTC/XMP, declared generators)", small, _FG))
+    if expl.c2pa is not None and expl.c2pa.state == "invalid":
+        lines.append((f"C2PA manifest INVALID: {', '.join(expl.c2pa.failure_codes)[:120]}", small, _FAKE))
     for p in expl.patches:
         lines.append((f"  #{p.index}: ({p.box[0]}, {p.box[1]})  contrast {p.contrast:.1f}  "
                       f"p_fake {p.p_fake:.4f}  base {p.base_p_fake:.4f}", small, _FG))

@@ -22,7 +22,8 @@ from gcage_fast.output.outdir import OutputDir
 __all__ = ["ReportData", "collect", "HIST_BINS"]
 
 HIST_BINS = 20
-_SCALARS = ["input_id", "status", "error_code", "verdict", "p_fake", "base_p_fake", "attribution", "flags"]
+_SCALARS = ["input_id", "status", "error_code", "verdict", "verdict_source", "p_fake", "base_p_fake", "attribution",
+            "flags", "evidence"]
 _TOP = ["input_id", "path", "path_bytes", "member", "member_bytes", "width", "height", "p_fake", "base_p_fake",
         "attribution", "verdict", "patches", "flags", "format", "sha256"]
 
@@ -44,6 +45,10 @@ class ReportData:
     hist_p_fake: np.ndarray
     hist_base_p_fake: np.ndarray
     top: list[dict[str, Any]] = field(default_factory=list)
+    verdict_sources: dict[str, int] = field(default_factory=dict)  # ok rows by what decided the verdict
+    #: (kind, claim, generator or "") -> images carrying such evidence, most first
+    evidence: list[tuple[str, str, str, int]] = field(default_factory=list)
+    evidence_examples: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # path, detail
 
     @property
     def parts_glob(self) -> str:
@@ -61,6 +66,22 @@ def _hist(values: pa.ChunkedArray, edges: np.ndarray) -> np.ndarray:
     arr = pc.drop_null(values).to_numpy(zero_copy_only=False).astype(np.float64)
     counts, _ = np.histogram(np.clip(arr, 0.0, 1.0), bins=edges)
     return counts
+
+
+def _evidence_counts(t: pa.Table) -> list[tuple[str, str, str, int, int]]:
+    """(kind, claim, generator, images, first row index) over the rows' evidence lists."""
+    ev = t["evidence"].combine_chunks()
+    flat = pc.list_flatten(ev)
+    if len(flat) == 0:
+        return []
+    parents = pc.list_parent_indices(ev)
+    gen = pc.fill_null(pc.struct_field(flat, "generator"), "")
+    items = pa.table({"row": parents, "kind": pc.struct_field(flat, "kind"), "claim": pc.struct_field(flat, "claim"),
+                      "generator": gen})
+    grouped = items.group_by(["kind", "claim", "generator"]).aggregate([("row", "count_distinct"), ("row", "min")])
+    out = [(k, c, g, n, first) for k, c, g, n, first in zip(*(grouped[name].to_pylist() for name in (
+        "kind", "claim", "generator", "row_count_distinct", "row_min")))]
+    return sorted(out, key=lambda r: (-r[3], r[0], r[1], r[2]))
 
 
 def collect(out: str | Path, top_n: int = 50) -> ReportData:
@@ -104,6 +125,19 @@ def collect(out: str | Path, top_n: int = 50) -> ReportData:
         attribution=_counts(ok["attribution"]) if ok.num_rows else {}, flags=flags, hist_edges=edges,
         hist_p_fake=_hist(ok["p_fake"], edges), hist_base_p_fake=_hist(ok["base_p_fake"], edges),
     )
+    data.verdict_sources = _counts(ok["verdict_source"]) if ok.num_rows else {}
+    counted = _evidence_counts(t)
+    data.evidence = [(k, c, g, n) for k, c, g, n, _ in counted]
+    if counted:
+        first = {(k, c, g): t["input_id"][i].as_py() for k, c, g, _, i in counted}
+        ex = dataset.to_table(columns=["input_id", "path", "member", "evidence"],
+                              filter=pc.field("input_id").isin(list(set(first.values())))).to_pylist()
+        by_id = {r["input_id"]: r for r in ex}
+        for key, iid in first.items():
+            row = by_id.get(iid, {})
+            detail = next((e["detail"] for e in row.get("evidence") or []
+                           if (e["kind"], e["claim"], e["generator"] or "") == key), "")
+            data.evidence_examples[key] = {"path": row.get("path"), "member": row.get("member"), "detail": detail}
     if ok.num_rows and top_n > 0:
         k = min(top_n, ok.num_rows)
         idx = pc.select_k_unstable(ok.select(["p_fake"]), k, [("p_fake", "descending")])

@@ -99,6 +99,28 @@ def _bars_svg(counts: dict[str, int], title: str) -> str:
     return "".join(out)
 
 
+def _evidence_section(add: Any, data: ReportData, src: str) -> None:
+    """Verdicts by what decided them, and the provenance evidence by kind, claim and generator."""
+    add("<h2>Evidence</h2><p class=muted>Provenance read from the files (docs/PROVENANCE.md): C2PA manifests, "
+        "IPTC/XMP DigitalSourceType, generators declared in metadata, invisible watermarks.  p_fake is always the "
+        "model's score; verdict_source says what made each verdict.</p>")
+    add(_table(["verdict_source", "images"], [[k, v] for k, v in data.verdict_sources.items()], {1}))
+    add(_query(f"SELECT verdict_source, verdict, count(*) AS n FROM {src}\nWHERE status = 'ok' "
+               f"GROUP BY ALL ORDER BY n DESC;"))
+    if not data.evidence:
+        add("<p>No file carried provenance evidence.</p>")
+        return
+    rows = []
+    for kind, claim, generator, n in data.evidence:
+        ex = data.evidence_examples.get((kind, claim, generator), {})
+        where = (ex.get("path") or "") + (f" :: {ex['member']}" if ex.get("member") else "")
+        rows.append([kind, claim, generator, n, where, ex.get("detail") or ""])
+    add(_table(["kind", "claim", "generator", "images", "example input", "example detail"], rows, {3}))
+    add(_query(f"SELECT e.kind, e.claim, coalesce(e.generator, '') AS generator, count(DISTINCT input_id) AS images,\n"
+               f"       any_value(path) AS example\nFROM (SELECT input_id, path, unnest(evidence) AS e FROM {src})\n"
+               f"GROUP BY ALL ORDER BY images DESC;"))
+
+
 def render_html(data: ReportData, thumbs: dict[str, Thumbnail]) -> str:
     run = run_summary(data.run)
     src = f"read_parquet({_sql_str(data.parts_glob)})"
@@ -142,6 +164,7 @@ def render_html(data: ReportData, thumbs: dict[str, Thumbnail]) -> str:
     add(_query(f"SELECT least(floor(p_fake * 20), 19) / 20 AS bin, count(*) AS n FROM {src}\n"
                f"WHERE status = 'ok' GROUP BY bin ORDER BY bin;\n"
                f"-- the same with base_p_fake for the second histogram"))
+    _evidence_section(add, data, src)
     # Attribution
     add("<h2>Attribution</h2><p class=muted>The base detector's most likely class (mean over patches).</p>")
     add(_bars_svg(data.attribution, "images per attributed class"))
