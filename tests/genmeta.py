@@ -105,7 +105,7 @@ def jpeg_xmp(packet: bytes) -> bytes:
     return jpeg_segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + packet)
 
 
-def jpeg_extended_xmp(packet: bytes, chunk: int = 60000, guid: bytes = b"0123456789ABCDEF0123456789ABCDEF") -> list[bytes]:
+def jpeg_extended_xmp(packet: bytes, chunk: int = 60000, guid: bytes = b"0123456789ABCDEF" * 2) -> list[bytes]:
     head = b"http://ns.adobe.com/xmp/extension/\x00"
     return [
         jpeg_segment(0xE1, head + guid + struct.pack(">II", len(packet), off) + packet[off : off + chunk])

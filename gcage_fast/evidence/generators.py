@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field as dc_field
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 __all__ = ["Rule", "RULES", "TOOL_FIELDS", "match_generators"]
 
@@ -64,18 +65,24 @@ _COMFY = "https://github.com/comfyanonymous/ComfyUI/blob/master/nodes.py"
 _COMFY_WEBP = "https://github.com/comfyanonymous/ComfyUI/blob/master/comfy_extras/nodes_images.py"
 _NAI = "https://github.com/Eta0/naipng"
 _INVOKE = "https://github.com/invoke-ai/InvokeAI/blob/main/invokeai/app/services/image_files/image_files_disk.py"
-_INVOKE_LEGACY = "https://github.com/receyuki/stable-diffusion-prompt-reader/blob/master/sd_prompt_reader/image_data_reader.py"
-_MJ = "https://iptc.org/news/midjourney-and-shutterstock-ai-sign-up-to-use-of-iptc-digital-source-type-to-signal-generated-ai-content/"
+_INVOKE_LEGACY = (
+    "https://github.com/receyuki/stable-diffusion-prompt-reader/blob/master/sd_prompt_reader/image_data_reader.py"
+)
+_MJ = (
+    "https://iptc.org/news/midjourney-and-shutterstock-ai-sign-up-to-use-of-iptc-digital-source-type-to-signal-"
+    "generated-ai-content/"
+)
 _GOOGLE = "https://iptc.org/news/google-announces-use-of-iptc-metadata-for-generative-ai-images/"
 
 RULES: tuple[Rule, ...] = (
     Rule(
         A1111_FIELDS,
-        r"\b(Steps: \d{1,6}, (?:[^\n]{0,300}?, )?Sampler: [^,\n]{1,60})",
+        r"(?m)^(?=[^\n]*\bSampler: )[^\n]*?\b(Steps: \d{1,6}, [^\n]{0,60})",
         "Stable Diffusion web UI (AUTOMATIC1111/Forge/SD.Next)",
         "ai_generated",
         _A1111,
-        "infotext: PNG text 'parameters', JPEG/WebP EXIF UserComment; the last line is 'Steps: N, Sampler: ...'",
+        "infotext: PNG text 'parameters', JPEG/WebP EXIF UserComment; the last line is 'Steps: N, Sampler: ...'. "
+        "Patterns here scan each line a bounded number of times (values reach megabytes)",
         example="a red fox\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512",
         near_miss="parameters of the export: quality 90, steps of the workflow: none",
     ),
@@ -161,7 +168,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "png:Dream",
-        r"(\s-s\s?\d{1,6}\b.{0,300}?\s-S\s?\d{1,20})",
+        r"(?m)^(?=[^\n]*?\s-S ?\d)[^\n]*?\s(-s ?\d{1,6}\b[^\n]{0,40})",
         "InvokeAI",
         "ai_generated",
         _INVOKE_LEGACY,
@@ -273,12 +280,16 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+@lru_cache(maxsize=1024)
+def _rules_for(field: str) -> tuple[Rule, ...]:
+    return tuple(rule for rule in RULES if rule.applies_to(field))
+
+
 def match_generators(field: str, value: str) -> list[tuple[Rule, str]]:
     """The rules of RULES that apply to ``field`` and match ``value``, each with the matched text."""
     found = []
-    for rule in RULES:
-        if rule.applies_to(field):
-            text = rule.search(value)
-            if text is not None:
-                found.append((rule, text))
+    for rule in _rules_for(field):
+        text = rule.search(value)
+        if text is not None:
+            found.append((rule, text))
     return found

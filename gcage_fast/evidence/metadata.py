@@ -31,11 +31,13 @@ from gcage_fast.evidence.xmp import parse_xmp
 __all__ = ["MAX_METADATA_BYTES", "FLAGS", "read_metadata", "text_fields", "sniff_format"]
 
 MAX_METADATA_BYTES = 4 * 2**20  # default bound on one metadata block (XMP packet, text chunk, comment, EXIF)
-TRUNCATED, TOO_LARGE, MALFORMED, ERROR = "metadata.truncated", "metadata.too_large", "metadata.malformed", "metadata.error"
+TRUNCATED, TOO_LARGE = "metadata.truncated", "metadata.too_large"
+MALFORMED, ERROR = "metadata.malformed", "metadata.error"
 EXIF_UNREADABLE = "exif.unreadable"
 FLAGS = (TRUNCATED, TOO_LARGE, MALFORMED, ERROR, EXIF_UNREADABLE, "xmp.too_large", "xmp.malformed", "xmp.forbidden")
 
 MAX_BLOCKS = 200_000  # chunks/segments walked at most (a file of a million empty chunks stays cheap)
+MAX_FIELDS = 10_000  # (field, value) pairs kept from one file, all containers together
 MAX_TIFF_BYTES = 256 * 2**20  # a TIFF larger than this is not handed to Pillow's IFD parser
 DETAIL_CHARS = 80
 
@@ -74,12 +76,12 @@ class _Sink:
 
     def add(self, field: str, value: str) -> None:
         value = value.replace("\x00", "").strip()
-        if value:
+        if value and len(self.fields) < MAX_FIELDS:
             self.fields.append((field, value))
 
     def xmp(self, raw: bytes) -> None:
         fields, flags = parse_xmp(raw, self.max_bytes)
-        self.fields.extend(fields)
+        self.fields.extend(fields[: max(0, MAX_FIELDS - len(self.fields))])
         for f in flags:
             self.flag(f)
 
