@@ -175,6 +175,45 @@ def test_composite_claim_with_parent_ingredient(chain, anchors):
     assert flags == []
 
 
+def test_ai_claim_of_a_parent_ingredient_is_inherited(chain, anchors, signed):
+    """ChatGPT's own manifest has no actions: DALL·E's claim sits in the parentOf ingredient's manifest."""
+    definition = manifest_definition(None, action="c2pa.opened")
+    definition["assertions"][0]["data"]["actions"][0]["parameters"] = {"ingredientIds": ["parent-1"]}
+    parent = ({"title": "parent.jpg", "relationship": "parentOf", "label": "parent-1"}, signed["JPEG"], "JPEG")
+    data = sign_image(make_image("JPEG", 16), "JPEG", chain, definition, ingredients=[parent])
+    info, evidence, flags = read_c2pa(data, "JPEG", anchors)
+    assert info.state == "trusted" and info.ingredients == 1
+    assert info.digital_source_types == ["trainedAlgorithmicMedia"]
+    assert info.actions == ["c2pa.opened", "c2pa.created"]
+    assert evidence == [Evidence("c2pa", "ai_generated", "TestGen/1.0", "parent ingredient: c2pa.created "
+                                 "digitalSourceType=trainedAlgorithmicMedia, signed by TestGen Signer", "signed")]
+    assert flags == []
+    # a componentOf ingredient is not this image's history: its claim is not inherited
+    component = ({"title": "part.jpg", "relationship": "componentOf", "label": "part-1"}, signed["JPEG"], "JPEG")
+    definition = manifest_definition("digitalCapture")
+    data = sign_image(make_image("JPEG", 17), "JPEG", chain, definition, ingredients=[component])
+    assert [e.claim for e in read_c2pa(data, "JPEG", anchors)[1]] == ["capture"]
+
+
+BROAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "broad"
+
+
+@pytest.mark.skipif(not (BROAD / "ai" / "dall-e-3").is_dir(), reason="../shared/data/broad is absent")
+def test_published_dalle3_files_carry_their_parent_claim():
+    """The broad set's DALL·E 3 files (ChatGPT manifests over DALL·E parents, signed in 2024 by a certificate the
+    2026 trust list no longer holds): each one a declared AI claim, never trusted, never invalid."""
+    from gcage_fast.ingest.decode import sniff_format
+
+    outcomes = set()
+    files = sorted((BROAD / "ai" / "dall-e-3").iterdir())
+    for f in files:
+        data = f.read_bytes()
+        info, evidence, flags = read_c2pa(data, sniff_format(data))
+        outcomes.add((info.state, tuple((e.claim, e.strength) for e in evidence), tuple(flags)))
+    assert len(files) == 25
+    assert outcomes == {("valid", (("ai_generated", "declared"),), ("c2pa.untrusted",))}
+
+
 def test_watermark_action_is_noted_in_detail(chain, anchors):
     definition = manifest_definition()
     definition["assertions"][0]["data"]["actions"].append(

@@ -58,6 +58,7 @@ _MAX_WALK = 1 << 16  # container walks give up (and fall back to a byte search) 
 
 _MAX_TEXT = 200  # every string we keep is printable and at most this long
 _MAX_ITEMS = 32  # at most this many actions / source types kept
+_MAX_LINEAGE = 8  # parentOf ingredients followed back from the active manifest
 _MAX_PEM_BYTES = 16 * 2**20
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
 _WATERMARK_WORDS = ("synthid", "watermark")
@@ -269,13 +270,37 @@ def _failure_codes(store: dict) -> list[str]:
     return _distinct([_text(e.get("code"), 80) or "" for e in entries if isinstance(e, dict)])
 
 
+def _lineage_actions(manifests: dict, manifest: dict) -> list[dict]:
+    """The actions of ``manifest``'s ``parentOf`` ancestors in the same store, nearest first, each tagged with the
+    signer of its manifest (``_signer``). ChatGPT's manifest, for one, carries no actions: the DALL·E manifest
+    that says ``trainedAlgorithmicMedia`` is its parent ingredient's. The store validates them all together."""
+    found: list[dict] = []
+    seen: set[str] = set()
+    current = manifest
+    for _ in range(_MAX_LINEAGE):
+        parents = [i for i in current.get("ingredients") or [] if isinstance(i, dict)
+                   and i.get("relationship") == "parentOf" and isinstance(i.get("active_manifest"), str)]
+        if not parents or parents[0]["active_manifest"] in seen:
+            break
+        label = parents[0]["active_manifest"]
+        seen.add(label)
+        current = manifests.get(label)
+        if not isinstance(current, dict):
+            break
+        sig = current.get("signature_info") if isinstance(current.get("signature_info"), dict) else {}
+        signer = _text(sig.get("common_name")) or _text(sig.get("issuer"))
+        found.extend({**a, "_signer": signer, "_inherited": True} for a in _actions(current))
+    return found
+
+
 def _info(store: dict) -> tuple[C2paInfo, list[dict]]:
-    """C2paInfo of the active manifest of a parsed store (Reader.json()) and its actions."""
+    """C2paInfo of the active manifest of a parsed store (Reader.json()) and its actions, then those of its
+    ``parentOf`` ancestors (the history of this image)."""
     manifests = store.get("manifests") if isinstance(store.get("manifests"), dict) else {}
     manifest = manifests.get(store.get("active_manifest"))
     manifest = manifest if isinstance(manifest, dict) else {}
     sig = manifest.get("signature_info") if isinstance(manifest.get("signature_info"), dict) else {}
-    actions = _actions(manifest)
+    actions = _actions(manifest) + _lineage_actions(manifests, manifest)
     state = str(store.get("validation_state") or "").lower()
     failures = _failure_codes(store)
     if state not in ("trusted", "valid", "invalid"):
@@ -324,7 +349,10 @@ def _evidence(info: C2paInfo, actions: list[dict]) -> list[Evidence]:
         if claim in out:
             continue
         detail = f"{_text(action.get('action'), 40) or 'action'} digitalSourceType={short_term(source)[:60]}"
-        if info.signer:
+        if action.get("_inherited"):
+            detail = "parent ingredient: " + detail + (f", signed by {action['_signer'][:60]}"
+                                                       if action.get("_signer") else "")
+        elif info.signer:
             detail += f", signed by {info.signer[:60]}"
         if note:
             detail += f"; {note}"

@@ -8,9 +8,9 @@ Neither reads a file, opens a socket or raises for anything about the input: pro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gcage_fast.evidence.c2pa_manifest import DEFAULT_TRUST_ANCHORS  # cheap: c2pa itself loads on first use
 from gcage_fast.evidence.types import C2paInfo, Evidence
 
 if TYPE_CHECKING:
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TRUST_ANCHORS", "WATERMARK_SCHEMES", "EvidenceOptions", "Found", "read_evidence",
            "read_pixel_evidence"]
 
-#: The official C2PA Trust List, shipped in the package (trust/SOURCE.md says where and when it was taken).
-DEFAULT_TRUST_ANCHORS = str(Path(__file__).with_name("trust") / "C2PA-TRUST-LIST.pem")
 #: Invisible-watermark schemes ``--watermarks`` accepts (gcage_fast.evidence.watermark decodes them).
 WATERMARK_SCHEMES = ("sd",)
 
