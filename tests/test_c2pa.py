@@ -26,7 +26,7 @@ from gcage_fast.evidence.c2pa_manifest import (  # noqa: E402
 from gcage_fast.evidence.types import C2paInfo, Evidence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_PEM = Path("/work/shared/data/c2pa/C2PA-TRUST-LIST.pem")
+SHARED_PEM = Path(__file__).resolve().parents[2] / "shared" / "data" / "c2pa" / "C2PA-TRUST-LIST.pem"
 FORMATS = ("JPEG", "PNG", "WEBP")
 ALL_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF")
 SIGNER = "TestGen Signer"

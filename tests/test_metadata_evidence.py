@@ -21,7 +21,7 @@ from gcage_fast.evidence.generators import RULES, Rule, match_generators
 from gcage_fast.evidence.metadata import FLAGS, read_metadata, text_fields
 from gcage_fast.evidence.types import Evidence
 
-BROAD = Path("/work/shared/data/broad")
+BROAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "broad"
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 
@@ -374,7 +374,7 @@ BROAD_CAUGHT = {
 }
 
 
-@pytest.mark.skipif(not (BROAD / "manifest.csv").is_file(), reason="shared data set /work/shared/data absent")
+@pytest.mark.skipif(not (BROAD / "manifest.csv").is_file(), reason="../shared/data is absent")
 def test_broad_set_catch_counts_and_no_hit_on_real():
     caught: Counter[str] = Counter()
     real_hits = []
