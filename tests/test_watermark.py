@@ -266,21 +266,14 @@ def test_import_is_cheap():
     assert out.strip() == "[]"
 
 
-def test_swapped_order_needs_the_very_likely_bucket():
-    """A real photograph that reads 34/48 in the channel-swapped order: partial, not evidence."""
-    path = DATA / "faces" / "real" / "unsplash-face-photo" / "real_380.jpg"
-    if not path.is_file():
-        pytest.skip("needs ../shared/data/faces")
-    with Image.open(path) as im:
-        rgb = np.asarray(im.convert("RGB"))
-    assert matches(rgb)[1] == 34
-    assert detect_watermarks(rgb) == ([], ["watermark.partial"])
-
-
-def test_likely_bucket_is_a_flag_not_evidence():
-    """A StyleGAN face that reads 34/48 in the encoder's order: the public detector's "likely" bucket is not
-    enough to decide a verdict (evidence needs "very likely", >= 36), so only watermark.partial is flagged."""
-    path = DATA / "faces" / "ai" / "stylegan2-thispersondoesnotexist" / "fake_220.jpg"
+@pytest.mark.parametrize("relpath", [
+    "real/unsplash-face-photo/real_380.jpg",  # a real photograph: 34/48 in the channel-swapped order
+    "ai/stylegan2-thispersondoesnotexist/fake_220.jpg",  # a StyleGAN face: 34/48 in the encoder's order
+])
+def test_the_likely_bucket_is_a_flag_not_evidence(relpath):
+    """34/48 is the public detector's "likely" bucket; a detected watermark decides a verdict, so evidence needs
+    "very likely" (>= 36) in either order, and these readings are only watermark.partial."""
+    path = DATA / "faces" / relpath
     if not path.is_file():
         pytest.skip("needs ../shared/data/faces")
     with Image.open(path) as im:

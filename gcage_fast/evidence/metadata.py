@@ -28,7 +28,7 @@ from gcage_fast.evidence.generators import match_generators
 from gcage_fast.evidence.types import Evidence
 from gcage_fast.evidence.xmp import parse_xmp
 
-__all__ = ["MAX_METADATA_BYTES", "FLAGS", "read_metadata", "text_fields", "sniff_format"]
+__all__ = ["MAX_METADATA_BYTES", "FLAGS", "read_metadata", "text_fields"]
 
 MAX_METADATA_BYTES = 4 * 2**20  # default bound on one metadata block (XMP packet, text chunk, comment, EXIF)
 TRUNCATED, TOO_LARGE = "metadata.truncated", "metadata.too_large"
@@ -391,26 +391,13 @@ _WALKERS: dict[str, Callable[[bytes, _Sink], None]] = {
 }
 
 
-def sniff_format(data: bytes) -> str | None:
-    """The container format from the magic bytes (only those the walkers know; BMP carries no metadata)."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if data[:2] == b"BM":
-        return "BMP"
-    return None
-
-
 def _collect(data: bytes, fmt: str | None, max_bytes: int) -> tuple[Fields, list[str]]:
     sink = _Sink(max(0, int(max_bytes)))
-    fmt = (fmt or sniff_format(data) or "").upper()
+    if fmt is None:
+        from gcage_fast.ingest.decode import sniff_format  # the scanner's own content sniffing
+
+        fmt = sniff_format(data)
+    fmt = (fmt or "").upper()
     walker = _WALKERS.get(fmt)
     if walker is None or len(data) < 12:
         return [], []
