@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -240,3 +241,69 @@ def test_explain_shows_the_evidence(cli, tmp_path, tiny_model_dir):
     assert [(e["kind"], e["claim"]) for e in d["evidence"]] == [("metadata", "ai_generated")]
     assert "decided by metadata evidence" in r.stdout
     assert "  evidence: metadata ai_generated (declared), " in r.stdout
+
+
+def test_hostile_provenance_gives_rows_with_flags(tmp_path, tiny_model_dir, chain):
+    """An entity-expansion XMP, a 50 MB XMP, a malformed JUMBF box and a truncated manifest, scanned by workers
+    under a 1 GiB address-space limit: a row each, with its flag, never a crash."""
+    import struct
+
+    import genmeta
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "laughs.jpg").write_bytes(genmeta.jpeg([genmeta.jpeg_xmp(genmeta.BILLION_LAUGHS)]))
+    (src / "big-xmp.png").write_bytes(genmeta.png([genmeta.itxt_chunk("XML:com.adobe.xmp",
+                                                                       genmeta.big_xmp(50 * 2**20))]))
+    jumd = b"jumd" + bytes.fromhex("6332706100110010800000aa00389b71") + b"\x03c2pa\x00"
+    desc = struct.pack(">I", 4 + len(jumd)) + jumd
+    junk = b"\x00\x00\x00\x14junk" + bytes(range(12))
+    jumbf = b"JP\x00\x01\x00\x00\x00\x01" + struct.pack(">I", 8 + len(desc) + len(junk)) + b"jumb" + desc + junk
+    plain = _jpeg(30)
+    (src / "bad-jumbf.jpg").write_bytes(plain[:2] + b"\xff\xeb" + struct.pack(">H", len(jumbf) + 2) + jumbf
+                                        + plain[2:])
+    signed = sign_image(_jpeg(31), "JPEG", chain)
+    start = signed.index(b"\xff\xeb")
+    length, = struct.unpack(">H", signed[start + 2:start + 4])
+    (src / "cut-manifest.jpg").write_bytes(signed[:start + 2 + length // 2])  # ends inside the manifest store
+    out = tmp_path / "out"
+    _scan(src, out, tiny_model_dir, "--worker-memory", "1024")
+    rows = _by_name(read_rows(out))
+    assert len(rows) == 4
+    expected = {"laughs.jpg": "xmp.forbidden", "big-xmp.png": "xmp.too_large", "bad-jumbf.jpg": "c2pa.malformed",
+                "cut-manifest.jpg": "c2pa.malformed"}
+    for name, flag in expected.items():
+        row = rows[name]
+        assert flag in row["flags"], (name, row["flags"])
+        assert row["evidence"] == [] and not (row["error_code"] or "").startswith(("worker.", "limit."))
+    assert rows["cut-manifest.jpg"]["status"] == "error"  # the image data is cut too; the row says so
+    assert {rows[n]["status"] for n in ("laughs.jpg", "big-xmp.png", "bad-jumbf.jpg")} == {"ok"}
+    run_cli("verify", out)
+
+
+def test_a_watermarked_image_is_decided_by_its_watermark(tmp_path, tiny_model_dir):
+    imwatermark = pytest.importorskip("imwatermark", reason="needs the [watermark] extra")
+    from test_watermark import natural
+
+    from gcage_fast.evidence.watermark import SDXL_MESSAGE
+
+    enc = imwatermark.WatermarkEncoder()
+    enc.set_watermark("bits", [int(b) for b in bin(SDXL_MESSAGE)[2:]])
+    rgb = natural(512, 512, seed=3)
+    marked = np.ascontiguousarray(enc.encode(np.ascontiguousarray(rgb[:, :, ::-1]), "dwtDct")[:, :, ::-1])
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(marked).save(src / "sdxl.png")
+    Image.fromarray(rgb).save(src / "clean.png")
+    out = tmp_path / "out"
+    summary = _scan(src, out, tiny_model_dir, "--watermarks", "sd")
+    rows = _by_name(read_rows(out))
+    assert (rows["sdxl.png"]["verdict"], rows["sdxl.png"]["verdict_source"]) == ("fake", "watermark")
+    assert [(e["kind"], e["generator"], e["strength"]) for e in rows["sdxl.png"]["evidence"]] == [
+        ("watermark", "Stable Diffusion XL", "detected")]
+    assert rows["clean.png"]["evidence"] == [] and rows["clean.png"]["verdict_source"] == "model"
+    assert summary["verdict_sources"].get("watermark") == 1
+    # without --watermarks the pixels are not searched
+    plain = tmp_path / "plain"
+    _scan(src, plain, tiny_model_dir)
+    assert _by_name(read_rows(plain))["sdxl.png"]["evidence"] == []
