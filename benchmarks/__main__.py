@@ -1,4 +1,4 @@
-"""Benchmarks of gcage_fast: ``python -m benchmarks [--suites engine,pipeline,stages,scaling,kernels,precision]
+"""Benchmarks of gcage_fast: ``python -m benchmarks [--suites engine,pipeline,stages,scaling,kernels,precision,evidence]
 [--precisions fp32,int8,...] [--quick]``.
 
 Every run appends its rows to ``RESULTS/runs.csv`` and writes one markdown table per suite to
@@ -16,7 +16,7 @@ from pathlib import Path
 from benchmarks.common import ROOT, append_csv, machine, markdown
 from gcage_fast.precision import SCAN_PRECISIONS
 
-SUITES = ("engine", "pipeline", "stages", "scaling", "kernels", "precision")
+SUITES = ("engine", "pipeline", "stages", "scaling", "kernels", "precision", "evidence")
 FACES = ROOT.parent / "shared" / "data" / "faces"
 
 
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows = s.pipeline_suite(args.model, backends, repeats, args.quick, args.threads,
                                         baseline=not args.no_baseline, precisions=precisions,
                                         calibration=args.calibration)
+            elif suite == "evidence":
+                rows = s.evidence_suite(args.model, backends[0], repeats, args.quick, args.threads)
             else:
                 rows = s.scaling_suite(args.model, backends[0], args.quick, args.threads)
             records = [r.record(facts) for r in rows]

@@ -14,7 +14,8 @@ import numpy as np
 
 from benchmarks.common import PeakRss, Row, image_set, repeat
 
-__all__ = ["engine_suite", "pipeline_suite", "stages_suite", "scaling_suite", "precision_suite", "combos"]
+__all__ = ["engine_suite", "pipeline_suite", "stages_suite", "scaling_suite", "precision_suite", "evidence_suite",
+           "combos"]
 
 
 def _files(d: Path) -> list[Path]:
@@ -105,7 +106,7 @@ def baseline_run(model, files: list[Path]) -> tuple[int, int, float]:
 
 def scan_run(src: Path, model_ref: str | None, backend: str, heatmaps: str = "none", workers: int | None = None,
              threads: int | None = None, batch: int = 32, from_list: str | None = None, precision: str = "fp32",
-             calibration: str | None = None) -> tuple[int, int, float]:
+             calibration: str | None = None, evidence: bool = True) -> tuple[int, int, float]:
     from gcage_fast.config import ScanConfig
     from gcage_fast.scanning.local import scan
 
@@ -113,7 +114,7 @@ def scan_run(src: Path, model_ref: str | None, backend: str, heatmaps: str = "no
         s = scan(ScanConfig(inputs=() if from_list else (str(src),), from_list=from_list, output=str(Path(tmp) / "o"),
                             model=model_ref, backend=backend, heatmaps=heatmaps, workers=workers, threads=threads,
                             batch_size=batch, shard_size=5000, precision=precision,
-                            calibration=calibration if precision == "int8" else None))
+                            calibration=calibration if precision == "int8" else None, evidence=evidence))
     return s.processed, s.patches, s.scan_s
 
 
@@ -174,8 +175,9 @@ def stages_suite(model_ref: str | None, backend: str, quick: bool, threads: int 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gcage_fast.config import Limits
-    from gcage_fast.ingest.decode import decode_rgb
+    from gcage_fast.config import Limits, ScanConfig
+    from gcage_fast.evidence.collect import read_evidence
+    from gcage_fast.ingest.decode import decode_rgb, sniff_format
     from gcage_fast.engine.base import infer_chunked
     from gcage_fast.kernels.cpu import fuse_cam_from_patches
     from gcage_fast.kernels.reference import gather_patches, quantize_cams
@@ -187,14 +189,20 @@ def stages_suite(model_ref: str | None, backend: str, quick: bool, threads: int 
     files = _files(image_set(quick))
     limits = Limits()
     pair = _runners(model, backend, threads)
-    times = dict.fromkeys(["read", "decode", "contrast + top-k", "base engine", "fused step", "head engine",
-                           "write"], 0.0)
+    evidence_opts = ScanConfig(inputs=("-",), output="-").evidence_options()
+    times = dict.fromkeys(["read", "evidence (C2PA + metadata)", "decode", "contrast + top-k", "base engine",
+                           "fused step", "head engine", "write"], 0.0)
     with pair.base, (pair.head or pair.base):
         # warm-up
         infer_chunked(pair.base, np.zeros((1, 3, 224, 224), np.float32), 1)
         t = time.perf_counter()
         blobs = [read_file(os.fsencode(f), limits.max_bytes) for f in files]
         times["read"] = time.perf_counter() - t
+        read_evidence(blobs[0], sniff_format(blobs[0]), evidence_opts)  # warm-up: the C2PA library loads once
+        t = time.perf_counter()
+        for b in blobs:
+            read_evidence(b, sniff_format(b), evidence_opts)
+        times["evidence (C2PA + metadata)"] = time.perf_counter() - t
         t = time.perf_counter()
         images = [decode_rgb(b, limits).rgb for b in blobs]
         times["decode"] = time.perf_counter() - t
@@ -311,3 +319,35 @@ def precision_suite(model_ref: str | None, repeats: int, quick: bool, threads: i
         r["engine_ratio"] = r["engine"]["patches_per_s"] / ref["engine"]["patches_per_s"] if ref else None
         r["scan_ratio"] = r["scan"]["images_per_s"] / ref["scan"]["images_per_s"] if ref else None
     return out
+
+
+_BROAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "broad"
+
+
+def evidence_suite(model_ref: str | None, backend: str, repeats: int, quick: bool, threads: int | None,
+                   replicate: int = 4) -> list[Row]:
+    """The cost of reading provenance: the same end-to-end scan with and without the evidence stage, interleaved
+    run by run so that machine load hits both alike; on the benchmark set (no provenance: the pre-check path)
+    and, when ../shared/data/broad is present, on its DALL·E 3 files (a C2PA manifest in every file)."""
+    from gcage_fast.models.registry import load_model
+
+    model = load_model(model_ref)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gcage-bench-evidence-") as tmp:
+        sets = [("benchmark set", replicated(image_set(quick), Path(tmp) / "set", 1 if quick else replicate))]
+        if (_BROAD / "ai" / "dall-e-3").is_dir():
+            sets.append(("broad ai/dall-e-3 (C2PA in every file)", _BROAD / "ai" / "dall-e-3"))
+        for label, src in sets:
+            runs: dict[bool, list[tuple[int, int, float]]] = {True: [], False: []}
+            scan_run(src, model_ref, backend, threads=threads)  # warm-up (exports, caches)
+            for _ in range(max(1, repeats)):
+                for evidence in (False, True):
+                    runs[evidence].append(scan_run(src, model_ref, backend, threads=threads, evidence=evidence))
+            pair = [Row("evidence", model.spec.model_id, backend, batch=32, workers="auto",
+                        threads=threads or "auto", variant=f"{label}: evidence {'on' if on else 'off'}",
+                        runs=runs[on]) for on in (False, True)]
+            off, on = (r.rates()["images_per_s"] for r in pair)
+            pair[1].ratio = on / off if off else None
+            pair[1].note = f"scan time {off / on - 1:+.1%} with C2PA + metadata reading" if on else ""
+            rows += pair
+    return rows
