@@ -176,7 +176,7 @@ def stages_suite(model_ref: str | None, backend: str, quick: bool, threads: int 
     import pyarrow.parquet as pq
 
     from gcage_fast.config import Limits, ScanConfig
-    from gcage_fast.evidence.collect import read_evidence
+    from gcage_fast.evidence.collect import options_for, read_evidence
     from gcage_fast.ingest.decode import decode_rgb, sniff_format
     from gcage_fast.engine.base import infer_chunked
     from gcage_fast.kernels.cpu import fuse_cam_from_patches
@@ -189,7 +189,7 @@ def stages_suite(model_ref: str | None, backend: str, quick: bool, threads: int 
     files = _files(image_set(quick))
     limits = Limits()
     pair = _runners(model, backend, threads)
-    evidence_opts = ScanConfig(inputs=("-",), output="-").evidence_options()
+    evidence_opts = options_for(ScanConfig(inputs=("-",), output="-"))
     times = dict.fromkeys(["read", "evidence (C2PA + metadata)", "decode", "contrast + top-k", "base engine",
                            "fused step", "head engine", "write"], 0.0)
     with pair.base, (pair.head or pair.base):

@@ -11,17 +11,20 @@ from typing import Any
 
 from gcage_fast.cam.registry import IN_GRAPH_METHODS
 from gcage_fast.errors import ConfigError
-from gcage_fast.evidence.collect import DEFAULT_TRUST_ANCHORS, WATERMARK_SCHEMES, EvidenceOptions
-from gcage_fast.evidence.policy import VERDICT_POLICIES
 from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 
 __all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOWED_FORMATS", "CAM_METHODS",
-           "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS", "PILLOW_BOMB_PIXELS", "default_workers"]
+           "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS", "PILLOW_BOMB_PIXELS", "VERDICT_POLICIES", "WATERMARK_SCHEMES",
+           "default_workers"]
 
 #: Formats decoded by default, detected from content (never from the file name).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 #: The forward-only CAM methods computed inside the base graph (the in-graph entries of gcage_fast.cam.registry).
 CAM_METHODS = IN_GRAPH_METHODS
+#: How evidence and the model make a verdict (gcage_fast.evidence.policy; the first is the default).
+VERDICT_POLICIES = ("evidence-first", "model-only")
+#: Invisible-watermark schemes ``--watermarks`` accepts (gcage_fast.evidence.watermark decodes them).
+WATERMARK_SCHEMES = ("sd",)
 #: Pillow warns about a decompression bomb above this many pixels; we treat the warning as an error.
 PILLOW_BOMB_PIXELS = 89_478_485
 
@@ -204,13 +207,6 @@ class ScanConfig:
             raise ConfigError(f"unknown --watermarks {self.watermarks!r}; use none or a comma list of "
                               f"{', '.join(WATERMARK_SCHEMES)}")
         return names
-
-    def evidence_options(self) -> EvidenceOptions | None:
-        """What the decode workers read besides the pixels (None with ``evidence=False``)."""
-        if not self.evidence:
-            return None
-        anchors = DEFAULT_TRUST_ANCHORS if self.c2pa_trust_anchors is None else self.c2pa_trust_anchors
-        return EvidenceOptions(trust_anchors=anchors, watermarks=self.watermark_schemes)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

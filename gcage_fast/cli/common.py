@@ -201,7 +201,7 @@ def limit_options(fn: F) -> F:
 def evidence_options(fn: F) -> F:
     """Provenance reading and the verdict policy (ScanConfig's evidence, verdict_policy, c2pa_trust_anchors,
     watermarks; docs/PROVENANCE.md)."""
-    from gcage_fast.evidence.policy import VERDICT_POLICIES
+    from gcage_fast.config import VERDICT_POLICIES
 
     return bundle(
         click.option("--evidence/--no-evidence", default=True, show_default=True,

@@ -10,17 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gcage_fast.config import ScanConfig
 from gcage_fast.evidence.c2pa_manifest import DEFAULT_TRUST_ANCHORS  # cheap: c2pa itself loads on first use
 from gcage_fast.evidence.types import C2paInfo, Evidence
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["DEFAULT_TRUST_ANCHORS", "WATERMARK_SCHEMES", "EvidenceOptions", "Found", "read_evidence",
+__all__ = ["DEFAULT_TRUST_ANCHORS", "EvidenceOptions", "Found", "options_for", "read_evidence",
            "read_pixel_evidence"]
 
-#: Invisible-watermark schemes ``--watermarks`` accepts (gcage_fast.evidence.watermark decodes them).
-WATERMARK_SCHEMES = ("sd",)
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,14 @@ class EvidenceOptions:
     metadata: bool = True
     watermarks: tuple[str, ...] = ()  # schemes of gcage_fast.evidence.watermark; () = off
     max_metadata_bytes: int = 4 * 2**20
+
+
+def options_for(config: ScanConfig) -> EvidenceOptions | None:
+    """What a scan's decode workers read besides the pixels (None with ``evidence=False``)."""
+    if not config.evidence:
+        return None
+    anchors = DEFAULT_TRUST_ANCHORS if config.c2pa_trust_anchors is None else config.c2pa_trust_anchors
+    return EvidenceOptions(trust_anchors=anchors, watermarks=config.watermark_schemes)
 
 
 @dataclass

@@ -394,7 +394,7 @@ _WALKERS: dict[str, Callable[[bytes, _Sink], None]] = {
 def _collect(data: bytes, fmt: str | None, max_bytes: int) -> tuple[Fields, list[str]]:
     sink = _Sink(max(0, int(max_bytes)))
     if fmt is None:
-        from gcage_fast.ingest.decode import sniff_format  # the scanner's own content sniffing
+        from gcage_fast.formats import sniff_format  # the scanner's own content sniffing
 
         fmt = sniff_format(data)
     fmt = (fmt or "").upper()

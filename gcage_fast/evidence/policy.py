@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gcage_fast.config import VERDICT_POLICIES
 from gcage_fast.evidence.types import AI_CLAIMS, Evidence
 
 __all__ = ["VERDICT_POLICIES", "DEFAULT_POLICY", "VERDICT_SOURCES", "source_of_kind", "fuse"]
 
-VERDICT_POLICIES = ("evidence-first", "model-only")
-DEFAULT_POLICY = "evidence-first"
+DEFAULT_POLICY = VERDICT_POLICIES[0]
 #: What a row's ``verdict_source`` can say; iptc and metadata evidence are both "metadata".
 VERDICT_SOURCES = ("model", "c2pa", "watermark", "metadata")
 _SOURCE_OF_KIND = {"c2pa": "c2pa", "watermark": "watermark", "iptc": "metadata", "metadata": "metadata"}

@@ -58,13 +58,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 
+from gcage_fast.config import WATERMARK_SCHEMES
 from gcage_fast.errors import ConfigError, MissingDependencyError
 from gcage_fast.evidence.types import Evidence
 
 __all__ = ["WATERMARK_SCHEMES", "MIN_PIXELS", "MAX_DECODE_PIXELS", "check_watermark_support", "detect_watermarks",
            "block_bits", "vote"]
 
-WATERMARK_SCHEMES = ("sd",)
 MIN_PIXELS = 256 * 256  # imwatermark refuses smaller images (rows * cols < 256 * 256)
 #: Decode at most this many pixels (the top rows of larger images); 4 MiP gives ~65k blocks, ~480 votes per bit.
 MAX_DECODE_PIXELS = 4 * 2**20

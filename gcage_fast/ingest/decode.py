@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from gcage_fast.config import Limits
+from gcage_fast.formats import sniff_format
 
 try:  # optional: a faster JPEG decoder (the `cpu` extra installs it)
     import simplejpeg as _simplejpeg
@@ -47,28 +48,6 @@ _TRANSPOSE = {
 _VIA_PILLOW = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
-# Magic numbers of formats we recognise but do not decode (for a precise "skipped" row instead of "not an image").
-_MAGIC = (
-    (0, b"%PDF", "PDF"),
-    (0, b"8BPS", "PSD"),
-    (0, b"SIMPLE  =", "FITS"),
-    (0, b"%!PS", "EPS"),
-    (0, b"\xc5\xd0\xd3\xc6", "EPS"),
-    (0, b"\x00\x00\x00\x0cjP  ", "JPEG2000"),
-    (0, b"\xff\x4f\xff\x51", "JPEG2000"),
-    (0, b"\x00\x00\x01\x00", "ICO"),
-    (4, b"ftypheic", "HEIF"),
-    (4, b"ftypheix", "HEIF"),
-    (4, b"ftypmif1", "HEIF"),
-    (4, b"ftypavif", "AVIF"),
-    (0, b"\xff\xd8\xff", "JPEG"),
-    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
-    (0, b"GIF87a", "GIF"),
-    (0, b"GIF89a", "GIF"),
-    (0, b"BM", "BMP"),
-    (0, b"II*\x00", "TIFF"),
-    (0, b"MM\x00*", "TIFF"),
-)
 
 
 class DecodeFailure(Exception):
@@ -92,16 +71,6 @@ class DecodedImage:
     orientation: int  # EXIF orientation applied (1 = none)
     flags: list[str] = field(default_factory=list)
     trailing_bytes: int | None = None
-
-
-def sniff_format(data: bytes) -> str | None:
-    """Best-effort name of the format from magic bytes (``RIFF....WEBP`` included), or None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    for offset, magic, name in _MAGIC:
-        if data[offset:offset + len(magic)] == magic:
-            return name
-    return None
 
 
 def _webp_truncated(data: bytes) -> bool:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from gcage_fast.ingest.archives import MemberReader
 from gcage_fast.config import ScanConfig
+from gcage_fast.evidence.collect import options_for
 from gcage_fast.ingest.decode import DecodeFailure
 from gcage_fast.output.outdir import OutputDir, PlanEntry
 from gcage_fast.ingest.perturb import Perturbation
@@ -46,7 +47,7 @@ class InputFeed:
         self.top_k = top_k
         self.preview_max = preview_max
         self.perturb = perturb
-        self.evidence = config.evidence_options()
+        self.evidence = options_for(config)
         self._reader: MemberReader | None = None
 
     def _member(self, entry: PlanEntry) -> bytes:

@@ -26,6 +26,7 @@ import numpy as np
 from gcage_fast.version import __version__
 from gcage_fast.config import ScanConfig
 from gcage_fast.errors import ConfigError, OutputError
+from gcage_fast.evidence.collect import options_for
 from gcage_fast.hashing import sha256_file
 from gcage_fast.ingest.sources import InputRef, display_path, enumerate_inputs
 from gcage_fast.log import logger
@@ -102,7 +103,7 @@ def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
 
 def _evidence_fingerprint(config: ScanConfig) -> dict[str, Any] | None:
     """The evidence settings rows depend on; the trust anchors by the sha256 of their content."""
-    options = config.evidence_options()
+    options = options_for(config)
     if options is None:
         return {"verdict_policy": config.verdict_policy, "read": False}
     anchors = options.trust_anchors
@@ -112,7 +113,7 @@ def _evidence_fingerprint(config: ScanConfig) -> dict[str, Any] | None:
 
 def check_evidence(config: ScanConfig) -> None:
     """Refuse unreadable trust anchors and missing watermark support before anything is written."""
-    options = config.evidence_options()
+    options = options_for(config)
     if options is None:
         return
     if options.c2pa and options.trust_anchors is not None:
