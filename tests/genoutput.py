@@ -23,6 +23,7 @@ ERROR_CODES = ["decode.truncated", "decode.unidentified", "limit.pixels", "fs.pe
 def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0, heatmaps_for_top: int = 0,
                      heatmap_size: tuple[int, int] = (1024, 768)) -> Path:
     rng = np.random.default_rng(seed)
+    ev_rng = np.random.default_rng(seed + 1)
     od = OutputDir(out)
     for d in (od.parts_dir, od.commits_dir, od.plan_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -52,6 +53,12 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
             patches.append([{"x": 224 * m, "y": 0, "contrast": 100.0 + m, "p_fake": float(p_fake[j]),
                              "probs": [float(1 - base[j]), float(base[j])], "cam": cams[m].tolist()}
                             for m in range(k)])
+        # provenance on about 1 % of the rows (its own generator, so the other columns stay as they were)
+        declared = ev_rng.random(n) < 0.01
+        evidence = [[{"kind": "metadata", "claim": "ai_generated", "generator": "ComfyUI",
+                      "detail": "png:prompt: {...}", "strength": "declared"}] if d else [] for d in declared]
+        verdicts = [("fake" if v >= 0.5 or d else "real") if o else None for v, o, d in zip(p_fake, ok, declared)]
+        sources = [("metadata" if d else "model") if o else None for o, d in zip(ok, declared)]
         cols = {
             "input_id": ids, "path": paths, "path_bytes": [p.encode() for p in paths], "member": [None] * n,
             "member_bytes": [None] * n, "member_index": [None] * n,
@@ -60,10 +67,11 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
             "n_frames": [1] * n, "frames_scanned": [1] * n, "status": status.tolist(),
             "error_code": codes.tolist(), "error_detail": [None if c is None else f"synthetic {c}" for c in codes],
             "flags": [["trailing.bytes"] if r < 0.001 else [] for r in rng.random(n)],
-            "trailing_bytes": [None] * n, "exif_orientation": [1] * n, "n_patches_total": [12] * n,
+            "trailing_bytes": [None] * n, "exif_orientation": [1] * n, "evidence": evidence, "c2pa": [None] * n,
+            "n_patches_total": [12] * n,
             "n_patches_scanned": [k if o else None for o in ok], "padded": [False] * n,
             "p_fake": [float(v) if o else None for v, o in zip(p_fake, ok)],
-            "verdict": [("fake" if v >= 0.5 else "real") if o else None for v, o in zip(p_fake, ok)],
+            "verdict": verdicts, "verdict_source": sources,
             "threshold": [0.5 if o else None for o in ok],
             "base_p_fake": [float(v) if o else None for v, o in zip(base, ok)],
             "base_probs": [[float(1 - v), float(v)] if o else None for v, o in zip(base, ok)],
@@ -78,7 +86,7 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
         all_pf.append(np.where(ok, p_fake, -1.0))
         all_ids += ids
     run = {
-        "run_id": "synthetic", "state": "finished", "attempts": 1, "schema_version": 2,
+        "run_id": "synthetic", "state": "finished", "attempts": 1, "schema_version": 3,
         "started_at": "2026-11-01T00:00:00+00:00", "finished_at": "2026-11-01T01:00:00+00:00",
         "plan": {"n_inputs": rows, "n_shards": n_shards, "shard_size": shard_size},
         "model": {"id": "synthetic@1", "sha256": "0" * 64, "class_names": ["authentic", "synthetic"]},

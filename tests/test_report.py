@@ -81,7 +81,8 @@ def test_report_structure_and_numbers(scanned, tmp_path):
     result = write_report(scanned, html_path, top_n=5)
     assert result.rows == 10 and result.thumbnails == 5
     o = outline(html_path)
-    assert o.h2[:6] == ["Summary", "Status", "Scores", "Attribution", "Most suspicious", "Errors and skipped inputs"]
+    assert o.h2[:7] == ["Summary", "Status", "Scores", "Evidence", "Attribution", "Most suspicious",
+                        "Errors and skipped inputs"]
     assert "script" not in o.tags and not o.external  # self-contained, no scripts
     assert len(o.imgs) == 5 and all(s.startswith("data:image/jpeg;base64,") for s in o.imgs)
     assert o.tags.count("svg") == 3  # two histograms and the attribution bars
@@ -113,6 +114,11 @@ def test_every_query_reproduces_its_number(scanned, tmp_path):
     assert [row[2] for row in top] == [r["p_fake"] for r in data.top]
     errors = next(r for q, r in zip(o.pre, results) if q.startswith("SELECT error_code"))
     assert {(c, s): n for c, s, n, _ in errors} == {("decode.corrupt", "error"): 1}
+    sources = next(r for q, r in zip(o.pre, results) if q.startswith("SELECT verdict_source"))
+    by_source: dict[str, int] = {}
+    for source, _, n in sources:
+        by_source[source] = by_source.get(source, 0) + n
+    assert by_source == data.verdict_sources and sum(by_source.values()) == 9
 
 
 def test_thumbnails_come_from_heatmaps_then_sources_then_cams(scanned, tmp_path):
