@@ -61,8 +61,8 @@ def test_trained_model_scans_and_evaluates(trained, labelled, tmp_path):
                   "--top-k", "1,5", "--json", report_path, "--workers", "0", "--quiet")
     report = json.loads(report_path.read_text())
     assert report["keys"] == list(METRIC_KEYS)
-    assert set(report["results"]) == {"gcage", "base"}
-    for variant in ("gcage", "base"):
+    assert set(report["results"]) == {"gcage", "base", "fused"}
+    for variant in ("gcage", "base", "fused"):
         assert set(report["results"][variant]) == {"none", "jpeg:75", "blur:1", "grayscale"}
         for by_k in report["results"][variant].values():
             assert set(by_k) == {"1", "5"}
@@ -71,9 +71,13 @@ def test_trained_model_scans_and_evaluates(trained, labelled, tmp_path):
                 for m in by_g.values():
                     assert set(m) == set(METRIC_KEYS)
                     assert m["n_real"] == 30 and m["n_fake"] == 30 and m["n_unscanned"] == 0
-    table = res.stdout.strip().splitlines()
+    metrics, _, decided = res.stdout.strip().partition("\n\n")
+    table = metrics.splitlines()
     assert table[0].startswith("| variant | perturb | top-k | generator | n_real | n_fake | AP |")
-    assert len(table) == 2 + 2 * 4 * 2 * 2  # header, rule, variants x perturbs x top-k x groups
+    assert len(table) == 2 + 3 * 4 * 2 * 2  # header, rule, variants x perturbs x top-k x groups
+    assert decided.startswith("Verdicts by source (evidence-first; images, by true label):")
+    assert sum(n["real"] + n["fake"] for by_k in report["decided_by"].values() for by_src in by_k.values()
+               for n in by_src.values()) == 60 * 4 * 2  # every scanned image once per perturbation and top-k
 
 
 def test_training_is_deterministic_and_resumable(labelled, trained, tmp_path):
