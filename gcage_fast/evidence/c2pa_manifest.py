@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gcage_fast.errors import ConfigError, MissingDependencyError
+from gcage_fast.evidence.containers import jpeg_segments, png_chunks, riff_chunks
 from gcage_fast.evidence.source_types import claim_of, short_term
 from gcage_fast.evidence.types import C2paInfo, Evidence
 from gcage_fast.text import printable
@@ -74,69 +75,23 @@ def _text(value: Any, limit: int = _MAX_TEXT) -> str | None:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _walk_jpeg(data: bytes) -> tuple[bool, bool, int] | None:
-    """(APP11 seen, remote reference in an APP1, where the walk stopped) over the marker segments before the first
-    SOS; None when the header does not parse. The caller searches the rest (scans, trailing bytes) byte-wise."""
-    pos, remote = 2, False
-    for _ in range(_MAX_WALK):
-        if pos + 4 > len(data) or data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xEB:
-            return True, remote, pos
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        if marker == 0xE1 and _REMOTE_MARKER in data[pos + 4:pos + 2 + length]:
-            remote = True
-        if marker == 0xDA:
-            return False, remote, pos
-        pos += 2 + length
-    return None
-
-
-def _png_chunk(data: bytes, pos: int) -> tuple[bytes, int, int] | None:
-    """(type, payload start, payload end) of the PNG chunk at ``pos``, or None when it overruns the data."""
-    if pos + 12 > len(data):
-        return None
-    end = pos + 8 + int.from_bytes(data[pos:pos + 4], "big")
-    return (data[pos + 4:pos + 8], pos + 8, end) if end + 4 <= len(data) else None
-
-
-def _riff_chunk(data: bytes, pos: int) -> tuple[bytes, int, int] | None:
-    """(fourcc, payload start, payload end) of the RIFF chunk at ``pos``, or None when it overruns the data."""
-    if pos + 8 > len(data):
-        return None
-    end = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "little")
-    return (data[pos:pos + 4], pos + 8, end) if end <= len(data) else None
-
-
-def _walk_chunks(data: bytes, fmt: str) -> tuple[bool, bool, int] | None:
-    """(C2PA chunk seen, remote reference in a metadata chunk, end of the chunk chain) for PNG / WebP; None when
-    the chain is broken (the caller then searches the whole file)."""
-    if fmt == "PNG":
-        pos, head, chunk, store, meta = 8, b"\x89PNG\r\n\x1a\n", _png_chunk, b"caBX", (b"iTXt", b"tEXt", b"zTXt")
+def _walked(data: bytes, fmt: str) -> tuple[bool, bool, int] | None:
+    """(a C2PA block seen, a remote reference in a metadata block, where the walk stopped) from the container's
+    blocks (gcage_fast.evidence.containers); None when the structure does not parse (the caller then searches the
+    whole file). JPEG: the segments before the first SOS; the caller searches the rest (scans, trailing bytes)."""
+    if fmt == "JPEG" and data.startswith(b"\xff\xd8"):
+        walk, store, meta = jpeg_segments(data, _MAX_WALK), 0xEB, (0xE1,)
+    elif fmt == "PNG" and data.startswith(b"\x89PNG\r\n\x1a\n"):
+        walk, store, meta = png_chunks(data, _MAX_WALK), b"caBX", (b"iTXt", b"tEXt", b"zTXt")
+    elif fmt == "WEBP" and data.startswith(b"RIFF"):
+        walk, store, meta = riff_chunks(data, _MAX_WALK), b"C2PA", (b"XMP ",)
     else:
-        pos, head, chunk, store, meta = 12, b"RIFF", _riff_chunk, b"C2PA", (b"XMP ",)
-    if not data.startswith(head):
         return None
-    remote = False
-    for _ in range(_MAX_WALK):
-        if pos == len(data):
-            return False, remote, pos
-        got = chunk(data, pos)
-        if got is None:
-            return None
-        kind, start, end = got
-        if kind == store:
-            return True, remote, pos
-        if kind in meta and _REMOTE_MARKER in data[start:end]:
-            remote = True
-        pos = end + 4 if fmt == "PNG" else end + (end & 1)
-        if kind == b"IEND":
-            return False, remote, pos
-    return None
+    if walk.status != "done":
+        return None
+    found = any(kind == store for kind, _, _ in walk.blocks)
+    remote = any(kind in meta and _REMOTE_MARKER in data[start:end] for kind, start, end in walk.blocks)
+    return found, remote, walk.where
 
 
 def _precheck(data: bytes, fmt: str) -> tuple[bool, bool]:
@@ -145,11 +100,7 @@ def _precheck(data: bytes, fmt: str) -> tuple[bool, bool]:
     marker = _MARKERS.get(fmt)
     if marker is None:
         return False, False
-    walked = None
-    if fmt == "JPEG" and data.startswith(b"\xff\xd8"):
-        walked = _walk_jpeg(data)
-    elif fmt in ("PNG", "WEBP"):
-        walked = _walk_chunks(data, fmt)
+    walked = _walked(data, fmt)
     if walked is None:  # another layout or a broken chain: search everything
         return marker.search(data) is not None, _REMOTE.search(data) is not None
     found, remote, pos = walked

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator
 
 from gcage_fast.evidence import source_types
+from gcage_fast.evidence.containers import MAX_BLOCKS, jpeg_segments, png_chunks, riff_chunks
 from gcage_fast.evidence.generators import match_generators
 from gcage_fast.evidence.types import Evidence
 from gcage_fast.evidence.xmp import parse_xmp
@@ -36,7 +37,6 @@ MALFORMED, ERROR = "metadata.malformed", "metadata.error"
 EXIF_UNREADABLE = "exif.unreadable"
 FLAGS = (TRUNCATED, TOO_LARGE, MALFORMED, ERROR, EXIF_UNREADABLE, "xmp.too_large", "xmp.malformed", "xmp.forbidden")
 
-MAX_BLOCKS = 200_000  # chunks/segments walked at most (a file of a million empty chunks stays cheap)
 MAX_FIELDS = 10_000  # (field, value) pairs kept from one file, all containers together
 MAX_TIFF_BYTES = 256 * 2**20  # a TIFF larger than this is not handed to Pillow's IFD parser
 DETAIL_CHARS = 80
@@ -156,32 +156,16 @@ def _read_exif(raw: bytes, sink: _Sink) -> None:
 # --------------------------------------------------------------------------------------------------------- JPEG
 
 
+_WALK_FLAGS = {"truncated": TRUNCATED, "malformed": MALFORMED}
+
+
 def _walk_jpeg(data: bytes, sink: _Sink) -> None:
-    i, n, blocks = 2, len(data), 0
+    walk = jpeg_segments(data, MAX_BLOCKS)
     extended: dict[bytes, dict[int, bytes]] = {}
-    while i + 4 <= n and blocks < MAX_BLOCKS:
-        blocks += 1
-        if data[i] != 0xFF:
-            sink.flag(MALFORMED)
-            return
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):  # EOI, SOS: no metadata after this point
-            break
-        length = struct.unpack_from(">H", data, i + 2)[0]
-        if length < 2 or i + 2 + length > n:
-            sink.flag(TRUNCATED)
-            break
-        _jpeg_segment(marker, data[i + 4 : i + 2 + length], sink, extended)
-        i += 2 + length
-    else:
-        if i + 4 > n and i < n:
-            sink.flag(TRUNCATED)
+    for marker, start, end in walk.blocks:
+        _jpeg_segment(marker, data[start:end], sink, extended)
+    if walk.status in _WALK_FLAGS:
+        sink.flag(_WALK_FLAGS[walk.status])
     _extended_xmp(extended, sink)
 
 
@@ -257,49 +241,37 @@ def _png_text(ctype: bytes, body: bytes, sink: _Sink) -> None:
 
 
 def _walk_png(data: bytes, sink: _Sink) -> None:
-    i, n, blocks = 8, len(data), 0
-    while i + 8 <= n and blocks < MAX_BLOCKS:
-        blocks += 1
-        length = struct.unpack_from(">I", data, i)[0]
-        ctype = data[i + 4 : i + 8]
-        if i + 12 + length > n and not (ctype == b"IEND" and i + 8 + length <= n):
-            sink.flag(TRUNCATED)
-            return
-        if ctype in (b"tEXt", b"zTXt", b"iTXt", b"eXIf"):
-            if length > sink.max_bytes:
-                sink.flag("xmp.too_large" if data[i + 8 : i + 26] == XMP_PNG_KEYWORD.encode() + b"\x00" else TOO_LARGE)
-            elif ctype == b"eXIf":
-                sink.exif(data[i + 8 : i + 8 + length])
-            else:
-                _png_text(ctype, data[i + 8 : i + 8 + length], sink)
-        if ctype == b"IEND":
-            return
-        i += 12 + length
-    if i < n and blocks < MAX_BLOCKS:
-        sink.flag(TRUNCATED)
+    walk = png_chunks(data, MAX_BLOCKS)
+    for ctype, start, end in walk.blocks:
+        if ctype not in (b"tEXt", b"zTXt", b"iTXt", b"eXIf"):
+            continue
+        if end - start > sink.max_bytes:
+            xmp = data[start:start + 18] == XMP_PNG_KEYWORD.encode() + b"\x00"
+            sink.flag("xmp.too_large" if xmp else TOO_LARGE)
+        elif ctype == b"eXIf":
+            sink.exif(data[start:end])
+        else:
+            _png_text(ctype, data[start:end], sink)
+    if walk.status in _WALK_FLAGS:
+        sink.flag(_WALK_FLAGS[walk.status])
 
 
 # --------------------------------------------------------------------------------------------------------- WebP
 
 
 def _walk_webp(data: bytes, sink: _Sink) -> None:
-    n = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
-    i, blocks = 12, 0
-    while i + 8 <= n and blocks < MAX_BLOCKS:
-        blocks += 1
-        fourcc = data[i : i + 4]
-        length = struct.unpack_from("<I", data, i + 4)[0]
-        if i + 8 + length > len(data):
-            sink.flag(TRUNCATED)
-            return
-        if fourcc in (b"EXIF", b"XMP "):
-            if length > sink.max_bytes:
-                sink.flag(TOO_LARGE if fourcc == b"EXIF" else "xmp.too_large")
-            elif fourcc == b"EXIF":
-                sink.exif(data[i + 8 : i + 8 + length])
-            else:
-                sink.xmp(data[i + 8 : i + 8 + length])
-        i += 8 + length + (length & 1)
+    walk = riff_chunks(data, MAX_BLOCKS)
+    for fourcc, start, end in walk.blocks:
+        if fourcc not in (b"EXIF", b"XMP "):
+            continue
+        if end - start > sink.max_bytes:
+            sink.flag(TOO_LARGE if fourcc == b"EXIF" else "xmp.too_large")
+        elif fourcc == b"EXIF":
+            sink.exif(data[start:end])
+        else:
+            sink.xmp(data[start:end])
+    if walk.status in _WALK_FLAGS:
+        sink.flag(_WALK_FLAGS[walk.status])
 
 
 # ---------------------------------------------------------------------------------------------------------- GIF
