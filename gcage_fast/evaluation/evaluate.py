@@ -63,6 +63,7 @@ class EvalConfig:
     verdict_policy: str = ScanConfig.verdict_policy
     c2pa_trust_anchors: str | None = None
     watermarks: str = "none"
+    grid: str = ScanConfig.grid
 
     def scan_config(self, listing: str, output: str, top_k: int | None = None, perturb: str | None = None,
                     model: str | None = None, shard_size: int = ScanConfig.shard_size) -> ScanConfig:
@@ -72,7 +73,7 @@ class EvalConfig:
                           calibration=self.calibration, top_k=top_k, batch_size=self.batch_size,
                           workers=self.workers, threads=self.threads, shard_size=shard_size, perturb=perturb,
                           evidence=self.evidence, verdict_policy=self.verdict_policy, c2pa_trust_anchors=self.c2pa_trust_anchors,
-                          watermarks=self.watermarks)
+                          watermarks=self.watermarks, grid=self.grid)
 
     def validate(self) -> None:
         """Raise ConfigError for an invalid option (before any model is loaded or image scanned)."""
