@@ -7,6 +7,7 @@ the library, never this package, so nothing imports in a circle:
 - ``scan``: scan
 - ``report``: verify, report
 - ``evaluate``: eval (detection metrics, or CAM quality with ``--cam-metrics``)
+- ``calibrate``: calibrate (a threshold for a target false-positive rate on known-real images)
 - ``explain``: explain
 - ``models``: models, init-model, import-susy, export
 - ``engines``: build-engine
@@ -19,7 +20,7 @@ from __future__ import annotations
 import click
 
 from gcage_fast.version import __version__
-from gcage_fast.cli import engines, evaluate, explain, info, models, report, scan, train
+from gcage_fast.cli import calibrate, engines, evaluate, explain, info, models, report, scan, train
 from gcage_fast.cli.common import CONTEXT
 
 __all__ = ["cli"]
@@ -41,7 +42,7 @@ def cli() -> None:
     """
 
 
-for _command in (scan.scan, report.verify, report.report, evaluate.eval_cmd, explain.explain, models.models,
-                 models.init_model_cmd, models.import_susy_cmd, models.export, engines.build_engine,
-                 train.train_base_cmd, train.train_head_cmd, info.info):
+for _command in (scan.scan, report.verify, report.report, evaluate.eval_cmd, calibrate.calibrate_cmd,
+                 explain.explain, models.models, models.init_model_cmd, models.import_susy_cmd, models.export,
+                 engines.build_engine, train.train_base_cmd, train.train_head_cmd, info.info):
     cli.add_command(_command)
