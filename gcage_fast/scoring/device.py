@@ -4,6 +4,7 @@
 once (one flat buffer, pinned staging memory on CUDA) and runs, on the device:
 
 1. ``patch_contrast`` over every grid patch of every image (one launch) and a per-image top-k (one stable sort);
+   the grid is ``floor`` or ``cover`` (:mod:`gcage_fast.scoring.patches`; the kernels take any boxes);
 2. ``gather_patches`` of the selected patches (one launch for all images) -> the base runner;
 3. ``fuse_cam`` of the pixels and the base runner's CAMs (one launch) -> the head runner;
 
@@ -30,12 +31,14 @@ import numpy as np
 import torch
 
 from gcage_fast.engine.base import DeviceErrors, Runner, run_chunked
-from gcage_fast.kernels.batching import grid_boxes, pack_images, patch_table, selected_boxes, topk_per_image
+from gcage_fast.kernels.batching import (PackedImages, grid_boxes, pack_images, patch_table, selected_boxes,
+                                         topk_per_image)
 from gcage_fast.kernels.dispatch import KernelSet, resolve_kernels
 from gcage_fast.models.spec import ModelSpec
 from gcage_fast.scoring.aggregate import aggregate_scores, base_patch_p_fake
 from gcage_fast.scoring.base import EngineScorer, ImageScore, Prepared, score_one_by_one_on_oom
-from gcage_fast.scoring.patches import DISTANCE, PATCH, Selection
+from gcage_fast.scoring.patches import DISTANCE, GRIDS, PATCH, Selection
+from gcage_fast.scoring.patches import grid_boxes as host_grid_boxes
 
 __all__ = ["DeviceScorer", "DeviceResult"]
 
@@ -56,12 +59,17 @@ class DeviceScorer(EngineScorer):
         device: where images, patches and the fused input live (``cpu``, ``cuda``, ``cuda:1``).
         kernel_impl: ``auto``, ``reference``, ``triton`` or ``cuda``; None reads ``$GCAGE_KERNEL_IMPL``.
         top_k: patches per image; None takes ``spec.top_k``.
+        grid: ``floor`` (SuSy's grid) or ``cover`` (plus the border patches), as
+            :func:`gcage_fast.scoring.patches.select` takes it.
     """
 
     def __init__(self, spec: ModelSpec, base: Runner, head: Runner | None, threshold: float, batch_size: int = 32,
                  keep_heat: bool = False, device: str | torch.device = "cpu", kernel_impl: str | None = None,
-                 top_k: int | None = None, patch: int = PATCH, distance: int = DISTANCE) -> None:
+                 top_k: int | None = None, patch: int = PATCH, distance: int = DISTANCE, grid: str = "floor") -> None:
         super().__init__(spec, base, head, threshold, batch_size, keep_heat)
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; choose {' or '.join(GRIDS)}")
+        self.grid = grid
         self.device = torch.device(device)
         self.top_k = spec.top_k if top_k is None else top_k
         self.patch = patch
@@ -111,11 +119,19 @@ class DeviceScorer(EngineScorer):
     def _run(self, images: Sequence[np.ndarray]) -> list[DeviceResult]:
         p, k = self.patch, self.kernels
         packed = pack_images(images, self.device)
-        grid, counts, num_ys = grid_boxes(packed, p)
+        if self.grid == "floor":
+            grid, counts, num_ys = grid_boxes(packed, p)
+        else:
+            grid, counts = self._cover_boxes(packed)
         g_base, g_stride = patch_table(packed, grid)
         sums = k.patch_contrast(packed.flat, g_base, g_stride, p, self.distance)
         ks, keep = topk_per_image(sums, counts, self.top_k)
-        boxes = selected_boxes(packed, ks, keep, num_ys, p)
+        if self.grid == "floor":
+            boxes = selected_boxes(packed, ks, keep, num_ys, p)
+        else:  # the selected rows of the grid table: image n's k sits at starts[n] + k
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            rows = torch.from_numpy(np.repeat(starts, keep)).to(ks.device) + ks
+            boxes = grid[rows.to(grid.device)]
         base_t, stride_t = patch_table(packed, boxes)
         x = k.gather_patches(packed.flat, base_t, stride_t, p)
         out = self._infer(self.base, x)
@@ -130,6 +146,19 @@ class DeviceScorer(EngineScorer):
         heat = fused[:, 3].float().cpu().numpy() if self.keep_heat else None
         scores = aggregate_scores(self.spec, self.threshold, keep, probs, patch_p, cams, heat)
         return [DeviceResult(sel, s) for sel, s in zip(self._selections(ks, sums, boxes, keep, counts), scores)]
+
+    def _cover_boxes(self, packed: PackedImages) -> tuple[torch.Tensor, list[int]]:
+        """The ``cover`` grid of every image, in k order per image: boxes (M, 3) ``(image_index, x, y)`` on the
+        device and patches per image (the floor grid's :func:`~gcage_fast.kernels.batching.grid_boxes` layout)."""
+        rows, counts = [], []
+        for n, (h, w) in enumerate(packed.shapes):
+            if h < self.patch or w < self.patch:
+                raise ValueError(f"image {n} of {w}x{h} is smaller than one {self.patch}x{self.patch} patch; "
+                                 "pad it first")
+            xy = host_grid_boxes(h, w, self.patch, "cover").astype(np.int64)
+            rows.append(np.concatenate([np.full((len(xy), 1), n, dtype=np.int64), xy], axis=1))
+            counts.append(len(xy))
+        return torch.from_numpy(np.concatenate(rows)).to(packed.device), counts
 
     def _selections(self, ks: torch.Tensor, sums: torch.Tensor, boxes: torch.Tensor, keep: list[int],
                     counts: list[int]) -> list[Selection]:

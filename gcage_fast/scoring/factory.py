@@ -44,7 +44,7 @@ def make_scorer(config: ScanConfig, spec: ModelSpec, pair: RunnerPair, threshold
     from gcage_fast.scoring.device import DeviceScorer
 
     return DeviceScorer(spec, pair.base, pair.head, threshold, device=config.device, kernel_impl=config.kernel_impl,
-                        top_k=top_k, **kwargs)
+                        top_k=top_k, grid=config.grid, **kwargs)
 
 
 def max_device_image_bytes(limits: Limits, patch: int = PATCH) -> int:
