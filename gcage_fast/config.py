@@ -152,6 +152,7 @@ class ScanConfig:
     verdict_policy: str = "evidence-first"  # one of gcage_fast.evidence.policy.VERDICT_POLICIES
     c2pa_trust_anchors: str | None = None  # PEM bundle of C2PA trust anchors; None = the shipped official list
     watermarks: str = "none"  # invisible watermarks to look for: none, or a comma list of WATERMARK_SCHEMES
+    grid: str = "floor"  # patch grid: floor (SuSy's, remainders dropped) or cover (plus edge-aligned border patches)
 
     def validate(self) -> None:
         if not self.inputs and self.from_list is None:
@@ -185,6 +186,8 @@ class ScanConfig:
             raise ConfigError("--max-consecutive-failures must be at least 1")
         if self.mode not in ("new", "resume", "overwrite"):
             raise ConfigError(f"unknown mode {self.mode!r}")
+        if self.grid not in ("floor", "cover"):
+            raise ConfigError(f"unknown --grid {self.grid!r}; choose floor or cover")
         if self.small_images not in ("pad", "skip"):
             raise ConfigError(f"unknown --small-images {self.small_images!r}; choose pad or skip")
         if self.verdict_policy not in VERDICT_POLICIES:

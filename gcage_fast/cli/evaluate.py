@@ -32,6 +32,11 @@ def _percent_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--perturb", default="none", show_default=True,
               help="Comma list: none, jpeg:Q, blur:SIGMA, noise:STD, resize:SCALE, crop:SIZE, grayscale.")
 @click.option("--top-k", "top_k", help="Comma list of patches per image to sweep, e.g. 1,3,5,9.  [default: model's]")
+@click.option("--grid", default="floor", show_default=True, metavar="floor|cover",
+              help="floor: SuSy's grid, W // 224 x H // 224 patches from the top-left corner (the right and bottom "
+              "remainders are never looked at).  cover: the floor grid plus a column at x = W - 224 and a row at "
+              "y = H - 224 when the sides are not multiples of 224, so every pixel is in some patch (more patches "
+              "to rank, same top-k).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), help="Write every number here.")
 @engine_options(calibration_help="int8: directory of calibration images (never the evaluated split).  "
                 "[default: bundled samples]")
@@ -48,7 +53,7 @@ def _percent_list(text: str, option: str) -> tuple[int, ...]:
               help="With --cam-metrics: ROAD percentiles averaged into MoRF and LeRF.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the table.")
 def eval_cmd(data: str, model: str | None, split: str, manifest: str | None, perturb: str, top_k: str | None,
-             json_path: str | None, backend: str, device: str, precision: str, calibration: str | None,
+             grid: str, json_path: str | None, backend: str, device: str, precision: str, calibration: str | None,
              batch_size: int, workers: int | None, threads: int | None, cam_metrics_methods: str | None,
              max_images: int | None, keep_top: str, road_percentiles: str, quiet: bool, evidence: bool,
              verdict_policy: str, c2pa_trust_anchors: str | None, watermarks: str) -> None:
@@ -90,7 +95,7 @@ def eval_cmd(data: str, model: str | None, split: str, manifest: str | None, per
                            top_k=int_list(top_k), backend=backend, device=device, batch_size=batch_size,
                            workers=workers, threads=threads, precision=precision, calibration=calibration,
                            evidence=evidence, verdict_policy=verdict_policy, c2pa_trust_anchors=c2pa_trust_anchors,
-                           watermarks=watermarks)
+                           watermarks=watermarks, grid=grid)
         report, table = evaluate(opts, say), markdown_table
     if json_path:
         atomic_write_json(json_path, report)

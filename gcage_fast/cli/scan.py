@@ -73,6 +73,11 @@ def _summary_text(s: Any) -> str:
               "CUDA C, then torch on a GPU.  Naming one on --device cpu runs that path on CPU tensors (triton needs "
               "TRITON_INTERPRET=1 there).  [default: $GCAGE_KERNEL_IMPL, else auto]")
 @click.option("--top-k", type=click.IntRange(min=1), help="Patches per image, by contrast.  [default: model's, 5]")
+@click.option("--grid", default="floor", show_default=True, metavar="floor|cover",
+              help="floor: SuSy's grid, W // 224 x H // 224 patches from the top-left corner (the right and bottom "
+              "remainders are never looked at).  cover: the floor grid plus a column at x = W - 224 and a row at "
+              "y = H - 224 when the sides are not multiples of 224, so every pixel is in some patch (more patches "
+              "to rank, same top-k).")
 @throughput_options(batch_help="Patches per engine call.",
                     workers_help="Decode processes (0 = in the main process).  [default: cores - 1]")
 @click.option("--cam", type=click.Choice(CAM_METHODS), help="CAM method.  [default: model's, gradcam]")
@@ -110,6 +115,7 @@ def scan(mode: str | None, quiet: bool, as_json: bool, **options: Any) -> None:
       gcage-fast scan photos/ -o results/ --resume        # after an interruption
       gcage-fast scan photos/ -o results/ --device cuda --precision fp16
       gcage-fast scan photos/ -o results/ --verdict-policy model-only --watermarks sd
+      gcage-fast scan photos/ -o results/ --grid cover    # also rank the border patches
     """
     from gcage_fast.config import Limits, ScanConfig
     from gcage_fast.scanning.local import scan as run_scan

@@ -83,4 +83,5 @@ class InputFeed:
         name = entry.member_bytes if entry.member_bytes is not None else os.path.basename(entry.path_bytes)
         c = self.config
         return tag, PrepareTask(entry.index, entry.path_bytes, self.top_k, c.small_images, c.limits,
-                                self.preview_max, self.perturb, data, name, self.full_image, self.evidence), None
+                                self.preview_max, self.perturb, data, name, self.full_image, self.evidence,
+                                c.grid), None

@@ -51,6 +51,7 @@ class PrepareTask:
     name: bytes = b""  # file or member name, for the extension check (never used as a path)
     full_image: bool = False  # keep the padded image for device-side patch selection instead of selecting here
     evidence: EvidenceOptions | None = None  # provenance readers to run on the bytes (None: none)
+    grid: str = "floor"  # patch grid (gcage_fast.scoring.patches.GRIDS)
 
 
 @dataclass
@@ -238,11 +239,11 @@ def prepare(task: PrepareTask) -> Prepared:
                         "(--small-images skip)", status="skipped")
     rgb, out.padded = pad_to_patch(img.rgb)
     if task.full_image:  # the scan selects the patches on its device (gcage_fast.scoring.device)
-        num_x, num_y = grid_shape(rgb.shape[0], rgb.shape[1])
+        num_x, num_y = grid_shape(rgb.shape[0], rgb.shape[1], grid=task.grid)
         out.n_patches_total, out.top_k, out.image = num_x * num_y, task.top_k, np.ascontiguousarray(rgb)
         out.frames_scanned = 1
         return out
-    sel = select(rgb, task.top_k)
+    sel = select(rgb, task.top_k, grid=task.grid)
     out.n_patches_total = sel.n_total
     out.boxes, out.contrast = sel.boxes, sel.contrast
     out.patches = np.stack([rgb[y:y + PATCH, x:x + PATCH] for x, y in sel.boxes])

@@ -97,6 +97,8 @@ def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         "perturb": config.perturb,
         "limits": asdict(config.limits) | {"formats": list(config.limits.formats)},
         "evidence": _evidence_fingerprint(config),
+        # only when not the default, so a run.json written before --grid existed (floor) still resumes
+        **({"grid": config.grid} if config.grid != "floor" else {}),
         **resolved,
     }
 
