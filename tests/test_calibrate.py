@@ -241,3 +241,18 @@ def test_help_says_the_map_is_not_applied():
     proc = run_cli("calibrate", "--help")
     assert "Example:" in proc.stdout and "gcage-fast calibrate " in proc.stdout
     assert "NOT applied to p_fake" in " ".join(proc.stdout.split())
+
+
+def test_base_only_model_moves_both_thresholds(tmp_path):
+    """Without a head p_fake is the base detector's score, so base_threshold follows the threshold (library API)."""
+    from gcage_fast.calibration.calibrate import calibrate
+    from gcage_fast.models.registry import init_model, load_model
+
+    init_model(tmp_path / "base-only", seed=4, width=8, hidden=32, with_head=False, name="bare")
+    rec = calibrate(CalibrationConfig(reference=str(_reals(tmp_path / "real", 10, 700)), output=str(tmp_path / "m"),
+                                      model=str(tmp_path / "base-only"), fpr=0.1, workers=1, threads=2))
+    spec = load_model(tmp_path / "m").spec
+    assert spec.model_id == "bare-calibrated@0" and spec.head is None
+    assert spec.threshold == spec.base_threshold == rec["threshold"]
+    assert rec["fpr"]["count"] <= 1 and rec["n_real"] == 10 and rec["map"]["method"] is None
+    assert rec["command"] is None
