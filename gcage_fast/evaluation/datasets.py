@@ -4,9 +4,17 @@ Layouts (detected in this order):
 
 - ``manifest.csv`` in the root with columns ``relpath,label[,generator][,sha256]``; labels ``ai``/``fake``/
   ``synthetic``/``1`` and ``real``/``authentic``/``0``.
-- ``ai/`` and ``real/`` folders; a sub-folder of ``ai/`` names the generator (``ai/stylegan2/x.jpg``).
+- ``ai/`` and ``real/`` folders; a sub-folder of ``ai/`` names the generator (``ai/stylegan2/x.jpg``). A set of
+  one class may have only one of them (when no CNNDetection folder is there either).
 - CNNDetection's ``0_real/`` and ``1_fake/`` folders, either in the root or under class/generator folders
   (``progan/0_real``, ``progan/1_fake``); such a folder names the generator of its fakes and groups its reals.
+
+What is an input: in the manifest layout, exactly the rows of the manifest (nothing else in the folder, so a
+``manifest.csv``, ``SOURCE.md`` or sidecar beside the images is never scored). In the folder layouts, a file whose
+name ends in an image extension (:data:`IMAGE_EXTENSIONS`, any case: it is listed even if it is broken, and is
+then counted as unscanned), or whose first bytes are an image signature (JPEG, PNG, GIF, BMP, TIFF, WebP) whatever
+its name. Everything else (``README``/``SOURCE.md``, ``.json``/``.txt``/``.csv`` sidecars, a manifest in a class
+folder) is skipped, and so are hidden files and folders (names starting with ``.``).
 
 Splits hash each file's sha256 (not its name or position), so a file keeps its split when others are added,
 renamed or removed, and identical files can never leak across splits.
@@ -23,12 +31,16 @@ from pathlib import Path
 from gcage_fast.errors import InputError
 from gcage_fast.hashing import sha256_file
 
-__all__ = ["LabelledImage", "LabelledSet", "load_labelled", "split_of", "SPLITS", "SPLIT_SALT"]
+__all__ = ["LabelledImage", "LabelledSet", "load_labelled", "split_of", "SPLITS", "SPLIT_SALT", "IMAGE_EXTENSIONS",
+           "is_image_file"]
 
 SPLITS = ("train", "val", "test")
 SPLIT_SALT = "gcage-split-v1"
 _FAKE = {"ai", "fake", "synthetic", "generated", "1"}
 _REAL = {"real", "authentic", "0"}
+#: File name endings a folder layout lists as images (the formats the scanner decodes; compared in lower case).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 
 @dataclass(frozen=True)
@@ -79,11 +91,28 @@ def split_of(sha256: str, fractions: tuple[float, float, float] = (0.7, 0.15, 0.
     return "val" if u < fractions[0] + fractions[1] else "test"
 
 
+def _image_signature(head: bytes) -> bool:
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a file a folder layout lists: an image extension, or (reading 12 bytes) an image signature.
+    A file that cannot be read without an image extension is not listed."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return _image_signature(fh.read(12))
+    except OSError:
+        return False
+
+
 def _files(d: Path) -> list[Path]:
+    """The image files under ``d`` (:func:`is_image_file`), hidden files and folders skipped, sorted."""
     out = []
     for root, dirs, files in os.walk(d):
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        out += [Path(root) / f for f in sorted(files) if not f.startswith(".")]
+        out += [Path(root) / f for f in sorted(files) if not f.startswith(".") and is_image_file(Path(root) / f)]
     return sorted(out)
 
 
@@ -153,9 +182,11 @@ def load_labelled(root: str | Path, manifest: str | Path | None = None) -> Label
         ds = _from_ai_real(root)
     else:
         ds = _from_cnndetection(root)
-        if not ds.items:
+        if not ds.items and ((root / "ai").is_dir() or (root / "real").is_dir()):
+            ds = _from_ai_real(root)  # a set of one class: only ai/ or only real/
+        elif not ds.items:
             raise InputError(f"cannot tell real from fake in {root}: expected manifest.csv (relpath,label), "
-                             "ai/ + real/ folders, or 0_real/ + 1_fake/ folders")
+                             "ai/ and/or real/ folders, or 0_real/ and/or 1_fake/ folders")
     if not ds.items:
         raise InputError(f"no images found in {root} ({ds.layout} layout)")
     return ds
