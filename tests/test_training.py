@@ -67,14 +67,14 @@ def test_trained_model_scans_and_evaluates(trained, labelled, tmp_path):
         for by_k in report["results"][variant].values():
             assert set(by_k) == {"1", "5"}
             for by_g in by_k.values():
-                assert set(by_g) == {"all", "checkers"}
+                assert set(by_g) == {"all"}  # the one generator's group is the whole set: not repeated
                 for m in by_g.values():
                     assert set(m) == set(METRIC_KEYS)
                     assert m["n_real"] == 30 and m["n_fake"] == 30 and m["n_unscanned"] == 0
     metrics, _, decided = res.stdout.strip().partition("\n\n")
     table = metrics.splitlines()
     assert table[0].startswith("| variant | perturb | top-k | generator | n_real | n_fake | AP |")
-    assert len(table) == 2 + 3 * 4 * 2 * 2  # header, rule, variants x perturbs x top-k x groups
+    assert len(table) == 2 + 3 * 4 * 2  # header, rule, variants x perturbs x top-k (one group: all)
     assert decided.startswith("Verdicts by source (evidence-first; images, by true label):")
     assert sum(n["real"] + n["fake"] for by_k in report["decided_by"].values() for by_src in by_k.values()
                for n in by_src.values()) == 60 * 4 * 2  # every scanned image once per perturbation and top-k

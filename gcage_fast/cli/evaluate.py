@@ -59,13 +59,16 @@ def eval_cmd(data: str, model: str | None, split: str, manifest: str | None, per
              verdict_policy: str, c2pa_trust_anchors: str | None, watermarks: str) -> None:
     """Score a labelled image set with the scan pipeline and report detection metrics.
 
-    DATA is a folder with manifest.csv (relpath,label[,generator]), ai/ + real/ folders, or 0_real/ + 1_fake/
-    folders. Reports, for the G-CAGE verdict and for the base detector alone: AP, ROC-AUC, accuracy (overall,
-    real, fake), precision, recall and F1 at the model's threshold, the threshold that maximises balanced
-    accuracy, and expected calibration error; per generator when the data names generators, per perturbation
-    and per top-k. The fused verdict (model plus provenance evidence, --verdict-policy) is reported as the
-    variant "fused", with how many real and AI images each evidence kind decided. Prints a markdown table;
-    --json writes every number.
+    DATA is a folder with manifest.csv (relpath,label[,generator]; only the files it lists are scored), ai/ and/or
+    real/ folders, or 0_real/ and/or 1_fake/ folders (only image files are scored: an image extension or image
+    content; sidecars, README/SOURCE.md and hidden files are skipped). Reports, for the G-CAGE verdict and for the
+    base detector alone: AP, ROC-AUC, accuracy (overall, real, fake), precision, recall and F1 at the model's
+    threshold, the threshold that maximises balanced accuracy, and expected calibration error; per generator when
+    the data names generators (unless that group is the whole set), per perturbation and per top-k. The fused
+    verdict (model plus provenance evidence, --verdict-policy) is reported as the variant "fused", with how many
+    real and AI images each evidence kind decided. A set of AI images only reports the detection rate (share with
+    verdict fake), a set of real images only the false-positive rate; the metrics that need both classes are left
+    out. Prints a markdown table; --json writes every number ("mode": binary, detection_rate or fpr).
 
     \b
     Example:

@@ -6,6 +6,14 @@ computed for the G-CAGE verdict (``p_fake``), for the base detector alone (``bas
 verdict (``fused``: the model's p_fake, raised to 1.0 where provenance evidence decided the verdict; see
 docs/PROVENANCE.md), overall and per generator; ``decided_by`` counts, per label, the images each verdict source
 decided. Files that could not be scanned are excluded from the metrics and counted as ``n_unscanned``.
+
+The report's ``mode`` says what its rows hold. ``binary`` (real and AI images): the metrics of
+:data:`METRIC_KEYS`. A set of one class cannot have AP, ROC-AUC, a best threshold or a balanced accuracy, so none
+is reported (the keys are absent, never invented): ``detection_rate`` (only AI images) and ``fpr`` (only real
+images) rows hold the share of scanned images whose verdict is fake (:data:`RATE_KEYS`). A variant's verdict is
+fake when ``p_fake >= threshold`` (gcage), ``base_p_fake >= base_threshold`` (base), or, for fused,
+``verdict_source != 'model'`` or ``p_fake >= threshold`` (the scan's ``verdict`` column). A generator group whose
+images are exactly those of ``all`` (a set with one generator) is not repeated.
 """
 
 from __future__ import annotations
@@ -25,13 +33,16 @@ from gcage_fast.config import ScanConfig
 from gcage_fast.evaluation.datasets import SPLITS, LabelledImage, LabelledSet, load_labelled
 from gcage_fast.errors import ConfigError
 from gcage_fast.log import logger
-from gcage_fast.evaluation.metrics import MetricError, binary_report
+from gcage_fast.evaluation.metrics import FLAG_RATES, binary_report, flag_rate_report
 from gcage_fast.ingest.perturb import parse_perturbations
 
-__all__ = ["EvalConfig", "EvalOptions", "evaluate", "markdown_table", "METRIC_KEYS"]
+__all__ = ["EvalConfig", "EvalOptions", "evaluate", "markdown_table", "METRIC_KEYS", "RATE_KEYS"]
 
 METRIC_KEYS = ("n_real", "n_fake", "ap", "roc_auc", "acc", "acc_real", "acc_fake", "precision", "recall", "f1",
                "threshold", "best_threshold", "best_balanced_acc", "ece", "n_unscanned")
+#: The per-row keys of a one-class report, by mode (``n``: scanned images; ``n_verdict_fake``: those with verdict
+#: fake; the rate is their share, ``None`` when nothing was scanned).
+RATE_KEYS = {rate: ("n", "n_verdict_fake", rate, "threshold", "n_unscanned") for rate in FLAG_RATES.values()}
 
 
 @dataclass(frozen=True)
@@ -90,15 +101,24 @@ EvalOptions = EvalConfig
 
 
 def _groups(ds: LabelledSet) -> dict[str, list[LabelledImage]]:
+    """``all`` and one group per generator, except a generator group with exactly the images of ``all``."""
     groups = {"all": ds.items}
-    if ds.generators:
-        for g in ds.generators:
-            groups[g] = ds.subset_for_generator(g)
+    for g in ds.generators:
+        items = ds.subset_for_generator(g)
+        if items != ds.items:
+            groups[g] = items
     return groups
 
 
+def _mode(items: list[LabelledImage]) -> str:
+    """``binary`` when both classes are present, else the rate of the one class (:data:`FLAG_RATES`)."""
+    labels = {i.label for i in items}
+    return "binary" if len(labels) == 2 else FLAG_RATES[labels.pop()]
+
+
 def _report(items: list[LabelledImage], rows: dict[bytes, dict[str, Any]], column: str,
-            threshold: float) -> dict[str, Any]:
+            threshold: float, mode: str = "binary") -> dict[str, Any]:
+    """The metrics of one variant (``column``: a score column, or ``fused``) over the scanned ``items``."""
     y, s, missing = [], [], 0
     for item in items:
         row = rows.get(os.fsencode(os.path.abspath(item.path)))
@@ -108,7 +128,11 @@ def _report(items: list[LabelledImage], rows: dict[bytes, dict[str, Any]], colum
         y.append(item.label)
         s.append(1.0 if column == "fused" and row["verdict_source"] != "model" else
                  row["p_fake" if column == "fused" else column])
-    report = binary_report(np.array(y, dtype=np.int64), np.array(s, dtype=np.float64), threshold)
+    scores = np.array(s, dtype=np.float64)
+    if mode == "binary":
+        report = binary_report(np.array(y, dtype=np.int64), scores, threshold)
+    else:
+        report = flag_rate_report(scores, threshold, mode)
     report["n_unscanned"] = missing
     return report
 
@@ -125,11 +149,12 @@ def _decided_by(items: list[LabelledImage], rows: dict[bytes, dict[str, Any]]) -
 
 
 def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the evaluation; returns the JSON-ready report (see :data:`METRIC_KEYS` for the per-row keys).
+    """Run the evaluation; returns the JSON-ready report. Its ``mode`` is ``binary`` (rows: :data:`METRIC_KEYS`)
+    or, for a split of one class, ``detection_rate`` or ``fpr`` (rows: :data:`RATE_KEYS`); ``keys`` lists them.
 
     Raises:
-        GcageError: ConfigError for invalid options, MetricError when the split lacks real or fake images, and
-            whatever the scans raise (see gcage_fast.scanning.scan).
+        GcageError: ConfigError for invalid options or an empty split, MetricError when a generator group of a
+            binary set lacks a class, and whatever the scans raise (see gcage_fast.scanning.scan).
     """
     from gcage_fast.models.registry import load_model
     from gcage_fast.scanning.local import scan
@@ -142,9 +167,7 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
     if not ds.items:
         raise ConfigError(f"the {opts.split} split of {opts.data} is empty")
     n_fake = sum(i.label for i in ds.items)
-    if n_fake in (0, len(ds.items)):
-        raise MetricError(f"{opts.data} ({opts.split}) needs both real and fake images "
-                          f"(got {len(ds.items) - n_fake} real, {n_fake} fake)")
+    mode = _mode(ds.items)
     perturbs = parse_perturbations(opts.perturb)
     top_ks = opts.top_k or (spec.top_k,)
     variants = {"base": ("base_p_fake", spec.base_threshold)}
@@ -172,7 +195,7 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
                 for variant, (column, threshold) in variants.items():
                     per = results[variant].setdefault(p.label, {}).setdefault(str(k), {})
                     for gname, items in groups.items():
-                        per[gname] = _report(items, rows, column, threshold)
+                        per[gname] = _report(items, rows, column, threshold, mode)
     seconds = time.perf_counter() - t0
     logger.info("evaluation done in %.1f s", seconds)
     return {
@@ -185,7 +208,8 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
         "precision": opts.precision,
         "perturbations": [p.label for p in perturbs],
         "top_k": list(top_ks),
-        "keys": list(METRIC_KEYS),
+        "mode": mode,
+        "keys": list(METRIC_KEYS if mode == "binary" else RATE_KEYS[mode]),
         "results": results,
         "verdict_policy": opts.verdict_policy,
         "decided_by": decided,
@@ -193,8 +217,34 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
     }
 
 
+#: mode -> (sentence, column title, the class present, the class absent)
+_RATE_TITLES = {"detection_rate": ("Detection rate", "detection rate", "AI", "real"),
+                "fpr": ("False-positive rate (FPR)", "FPR", "real", "AI")}
+
+
+def _rate_lines(report: dict[str, Any]) -> list[str]:
+    """The rows of a one-class report: the share of scanned images with verdict fake."""
+    rate = report["mode"]
+    sentence, title, present, absent = _RATE_TITLES[rate]
+    lines = [f"{sentence}: the share of the scanned {present} images whose verdict is fake (the set has no {absent} "
+             "images, so AP, ROC-AUC, the best threshold and balanced accuracy are not defined).", "",
+             f"| variant | perturb | top-k | generator | n | verdict fake | {title} | threshold | n_unscanned |",
+             "|" + "|".join(["---"] * 9) + "|"]
+    for variant, by_p in report["results"].items():
+        for p, by_k in by_p.items():
+            for k, by_g in by_k.items():
+                for g, m in by_g.items():
+                    value = "n/a" if m[rate] is None else f"{m[rate]:.4f}"
+                    lines.append(f"| {variant} | {p} | {k} | {g} | {m['n']} | {m['n_verdict_fake']} | {value} | "
+                                 f"{m['threshold']:.3f} | {m['n_unscanned']} |")
+    return lines
+
+
 def markdown_table(report: dict[str, Any]) -> str:
-    """The report as one markdown table: a row per variant, perturbation, top-k and generator."""
+    """The report as markdown: a row per variant, perturbation, top-k and generator (binary metrics, or for a set
+    of one class a titled table of detection rates or false-positive rates), then the verdicts by source."""
+    if report.get("mode", "binary") != "binary":
+        return "\n".join(_rate_lines(report) + _decided_lines(report))
     head = ("| variant | perturb | top-k | generator | n_real | n_fake | AP | ROC-AUC | acc | acc_real | acc_fake "
             "| precision | recall | F1 | threshold | best thr | ECE |")
     lines = [head, "|" + "|".join(["---"] * 17) + "|"]
@@ -207,6 +257,12 @@ def markdown_table(report: dict[str, Any]) -> str:
                         f"{m['roc_auc']:.4f} | {m['acc']:.4f} | {m['acc_real']:.4f} | {m['acc_fake']:.4f} | "
                         f"{m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['threshold']:.3f} | "
                         f"{m['best_threshold']:.3f} | {m['ece']:.4f} |")
+    return "\n".join(lines + _decided_lines(report))
+
+
+def _decided_lines(report: dict[str, Any]) -> list[str]:
+    """The verdicts-by-source table (after a blank line), or nothing when the report has none."""
+    lines: list[str] = []
     decided = report.get("decided_by") or {}
     if decided:
         lines += ["", f"Verdicts by source ({report.get('verdict_policy')}; images, by true label):", "",
@@ -214,4 +270,4 @@ def markdown_table(report: dict[str, Any]) -> str:
         for p, by_k in decided.items():
             for k, by_source in by_k.items():
                 lines += [f"| {p} | {k} | {src} | {n['real']} | {n['fake']} |" for src, n in by_source.items()]
-    return "\n".join(lines)
+    return lines

@@ -2,7 +2,8 @@
 
 Conventions: ``y`` holds 1 for fake (AI-generated) and 0 for real; ``s`` is a score where higher means more
 likely fake (P(fake)); a prediction is fake when ``s >= threshold``. Metrics that need both classes raise
-:class:`MetricError` instead of returning NaN.
+:class:`MetricError` instead of returning NaN; a set of one class gets :func:`flag_rate_report` (the share
+predicted fake: the detection rate of AI images, the false-positive rate of real ones), which invents nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ __all__ = [
     "best_balanced_threshold",
     "expected_calibration_error",
     "binary_report",
+    "flag_rate_report",
+    "FLAG_RATES",
 ]
+
+#: The rate :func:`flag_rate_report` reports, by the one class present: AI images (1) or real images (0).
+FLAG_RATES = {1: "detection_rate", 0: "fpr"}
 
 
 class MetricError(GcageError):
@@ -164,3 +170,16 @@ def binary_report(y, s, threshold: float) -> dict[str, Any]:
         "best_balanced_acc": best_bal,
         "ece": expected_calibration_error(y, s),
     }
+
+
+def flag_rate_report(s, threshold: float, rate: str) -> dict[str, Any]:
+    """The share of ``s >= threshold`` in a set of one class, under the name ``rate`` (``detection_rate`` for AI
+    images, ``fpr`` for real ones; :data:`FLAG_RATES`). The rate is ``None`` for no samples (never 0 or NaN)."""
+    if rate not in FLAG_RATES.values():
+        raise MetricError(f"unknown rate {rate!r}; choose {' or '.join(FLAG_RATES.values())}")
+    s = np.asarray(s, dtype=np.float64)
+    if s.ndim != 1 or not np.isfinite(s).all():
+        raise MetricError("scores must be a 1-D array of finite numbers")
+    flagged = int((s >= threshold).sum())
+    return {"n": len(s), "n_verdict_fake": flagged, rate: flagged / len(s) if len(s) else None,
+            "threshold": float(threshold)}
