@@ -77,7 +77,7 @@ _FIELDS = [
      "detected); empty when none was found, null when the bytes could not be read or evidence was off"),
     ("c2pa", C2PA_TYPE, True, "the C2PA manifest: state (trusted | valid | invalid), failure codes, signer, issuer, "
      "claim generator, digitalSourceTypes, actions, ingredients, signing time; null without a manifest"),
-    ("n_patches_total", pa.int32(), True, "patches in the floor grid"),
+    ("n_patches_total", pa.int32(), True, "patches in the grid (--grid floor or cover)"),
     ("n_patches_scanned", pa.int32(), True, "patches scored (top-k by contrast)"),
     ("padded", pa.bool_(), True, "true when a side < 224 was edge-padded"),
     ("p_fake", pa.float64(), True, "G-CAGE P(fake): mean of the head's per-patch P(fake)"),
