@@ -15,7 +15,7 @@ from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 
 __all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOWED_FORMATS", "CAM_METHODS",
            "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS", "PILLOW_BOMB_PIXELS", "VERDICT_POLICIES", "WATERMARK_SCHEMES",
-           "default_workers"]
+           "GRIDS", "default_workers"]
 
 #: Formats decoded by default, detected from content (never from the file name).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -23,6 +23,8 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 CAM_METHODS = IN_GRAPH_METHODS
 #: How evidence and the model make a verdict (gcage_fast.evidence.policy; the first is the default).
 VERDICT_POLICIES = ("evidence-first", "model-only")
+#: Patch grids (gcage_fast.scoring.patches): floor is SuSy's inference grid, cover adds edge-aligned border patches.
+GRIDS = ("floor", "cover")
 #: Invisible-watermark schemes ``--watermarks`` accepts (gcage_fast.evidence.watermark decodes them).
 WATERMARK_SCHEMES = ("sd",)
 #: Pillow warns about a decompression bomb above this many pixels; we treat the warning as an error.
@@ -186,8 +188,8 @@ class ScanConfig:
             raise ConfigError("--max-consecutive-failures must be at least 1")
         if self.mode not in ("new", "resume", "overwrite"):
             raise ConfigError(f"unknown mode {self.mode!r}")
-        if self.grid not in ("floor", "cover"):
-            raise ConfigError(f"unknown --grid {self.grid!r}; choose floor or cover")
+        if self.grid not in GRIDS:
+            raise ConfigError(f"unknown --grid {self.grid!r}; choose {' or '.join(GRIDS)}")
         if self.small_images not in ("pad", "skip"):
             raise ConfigError(f"unknown --small-images {self.small_images!r}; choose pad or skip")
         if self.verdict_policy not in VERDICT_POLICIES:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gcage_fast.config import BACKENDS, Limits
+from gcage_fast.config import BACKENDS, GRIDS, Limits
 from gcage_fast.errors import GcageError, Interrupted
 from gcage_fast.precision import SCAN_PRECISIONS
 from gcage_fast.text import printable
@@ -220,6 +220,15 @@ def evidence_options(fn: F) -> F:
                      "dwtDct messages (needs the [watermark] extra; costs time per megapixel, see "
                      "docs/PROVENANCE.md)."),
     )(fn)
+
+
+#: ``--grid`` (ScanConfig.grid): which patches are ranked (gcage_fast.scoring.patches).
+grid_option = click.option(
+    "--grid", default=GRIDS[0], show_default=True, metavar="|".join(GRIDS),
+    help="floor: SuSy's grid, W // 224 x H // 224 patches from the top-left corner (the right and bottom "
+    "remainders are never looked at).  cover: the floor grid plus a column at x = W - 224 and a row at "
+    "y = H - 224 when the sides are not multiples of 224, so every pixel is in some patch (more patches "
+    "to rank, same top-k).")
 
 
 def json_flag(help: str) -> Decorator:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from gcage_fast.cli.common import (command, engine_options, evidence_options, int_list, model_option, setup_logging,
+from gcage_fast.cli.common import (command, engine_options, evidence_options, grid_option, int_list, model_option,
+                                   setup_logging,
                                    throughput_options)
 
 __all__ = ["eval_cmd"]
@@ -32,11 +33,7 @@ def _percent_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--perturb", default="none", show_default=True,
               help="Comma list: none, jpeg:Q, blur:SIGMA, noise:STD, resize:SCALE, crop:SIZE, grayscale.")
 @click.option("--top-k", "top_k", help="Comma list of patches per image to sweep, e.g. 1,3,5,9.  [default: model's]")
-@click.option("--grid", default="floor", show_default=True, metavar="floor|cover",
-              help="floor: SuSy's grid, W // 224 x H // 224 patches from the top-left corner (the right and bottom "
-              "remainders are never looked at).  cover: the floor grid plus a column at x = W - 224 and a row at "
-              "y = H - 224 when the sides are not multiples of 224, so every pixel is in some patch (more patches "
-              "to rank, same top-k).")
+@grid_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), help="Write every number here.")
 @engine_options(calibration_help="int8: directory of calibration images (never the evaluated split).  "
                 "[default: bundled samples]")

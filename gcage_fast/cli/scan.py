@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, evidence_options, from_options,
-                                   json_flag, limit_options, model_option, setup_logging, throughput_options)
+                                   grid_option, json_flag, limit_options, model_option, setup_logging, throughput_options)
 from gcage_fast.config import CAM_METHODS, KERNEL_IMPLS
 
 __all__ = ["scan"]
@@ -73,11 +73,7 @@ def _summary_text(s: Any) -> str:
               "CUDA C, then torch on a GPU.  Naming one on --device cpu runs that path on CPU tensors (triton needs "
               "TRITON_INTERPRET=1 there).  [default: $GCAGE_KERNEL_IMPL, else auto]")
 @click.option("--top-k", type=click.IntRange(min=1), help="Patches per image, by contrast.  [default: model's, 5]")
-@click.option("--grid", default="floor", show_default=True, metavar="floor|cover",
-              help="floor: SuSy's grid, W // 224 x H // 224 patches from the top-left corner (the right and bottom "
-              "remainders are never looked at).  cover: the floor grid plus a column at x = W - 224 and a row at "
-              "y = H - 224 when the sides are not multiples of 224, so every pixel is in some patch (more patches "
-              "to rank, same top-k).")
+@grid_option
 @throughput_options(batch_help="Patches per engine call.",
                     workers_help="Decode processes (0 = in the main process).  [default: cores - 1]")
 @click.option("--cam", type=click.Choice(CAM_METHODS), help="CAM method.  [default: model's, gradcam]")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gcage_fast.config import GRIDS
 from gcage_fast.kernels.reference import PATCH
 
 __all__ = ["PATCH", "DISTANCE", "GRIDS", "grayscale", "grid_shape", "grid_origins", "grid_boxes", "contrast_sums",
@@ -28,7 +29,6 @@ __all__ = ["PATCH", "DISTANCE", "GRIDS", "grayscale", "grid_shape", "grid_origin
 DISTANCE = 5
 #: Patch grids: ``floor`` (SuSy's inference grid, remainders dropped) and ``cover`` (plus edge-aligned border
 #: patches). The names ``--grid`` accepts (gcage_fast.config validates them).
-GRIDS = ("floor", "cover")
 _W = (np.float32(0.2989), np.float32(0.587), np.float32(0.114))
 
 
