@@ -114,14 +114,15 @@ def _evidence_fingerprint(config: ScanConfig) -> dict[str, Any] | None:
 
 
 def check_evidence(config: ScanConfig) -> None:
-    """Refuse unreadable trust anchors and missing watermark support before anything is written."""
+    """Refuse unreadable trust anchors and missing watermark support before anything is written. Only anchors the
+    user names are checked here (that loads the C2PA library in this process); the shipped list is tested."""
     options = options_for(config)
     if options is None:
         return
-    if options.c2pa and options.trust_anchors is not None:
+    if options.c2pa and config.c2pa_trust_anchors is not None:
         from gcage_fast.evidence.c2pa_manifest import check_trust_anchors
 
-        check_trust_anchors(options.trust_anchors)
+        check_trust_anchors(config.c2pa_trust_anchors)
     if options.watermarks:
         from gcage_fast.evidence.watermark import check_watermark_support
 
