@@ -7,7 +7,11 @@ or from a detected watermark makes the verdict ``fake``, and ``verdict_source`` 
 forged, so a "camera" label on an AI image must not clear it; it is shown in ``evidence`` and the model decides.
 An invalid manifest is only a flag (``c2pa.invalid``) and never evidence.
 
-``model-only``: the model's verdict (p_fake >= threshold) whatever the evidence; the evidence is still recorded.
+``model-only``: the model's verdict whatever the evidence; the evidence is still recorded.
+
+The model's verdict (:func:`gcage_fast.scoring.aggregate.model_verdict`) is ``fake`` (p_fake >= threshold),
+``uncertain`` (in a model's optional band below the threshold) or ``real``; evidence that decides overrides any of
+them to ``fake``, and without such evidence the model's verdict stands, ``uncertain`` included.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def source_of_kind(kind: str) -> str:
 
 
 def fuse(evidence: Iterable[Evidence], model_verdict: str, policy: str = DEFAULT_POLICY) -> tuple[str, str]:
-    """``(verdict, verdict_source)`` of a scored row."""
+    """``(verdict, verdict_source)`` of a scored row; ``model_verdict`` is ``fake``, ``uncertain`` or ``real``."""
     if policy not in VERDICT_POLICIES:
         raise ValueError(f"unknown verdict policy {policy!r}")
     if policy == "evidence-first":

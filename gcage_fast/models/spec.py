@@ -1,5 +1,10 @@
 """Model specs: the JSON file (``model.json``) that names a model's architecture, classes, CAM defaults,
-threshold and the sha256 of every weight file. A model directory is ``model.json`` plus its safetensors files.
+thresholds and the sha256 of every weight file. A model directory is ``model.json`` plus its safetensors files.
+
+The verdict thresholds: ``p_fake >= threshold`` is ``fake``; with an ``uncertain_threshold`` (optional, below
+``threshold``), ``uncertain_threshold <= p_fake < threshold`` is ``uncertain``; the rest is ``real``
+(:func:`gcage_fast.scoring.aggregate.model_verdict`). A spec without a band has no ``uncertain_threshold`` key, so
+its JSON and sha256 are those it had before the band existed.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class CamSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild and verify a model. ``head`` is None for a base-only model (for example
-    imported SuSy weights): the scan then takes its verdict from the base detector."""
+    imported SuSy weights): the scan then takes its verdict from the base detector. ``uncertain_threshold`` is the
+    lower edge of the optional uncertain band (None: no band; module docstring)."""
 
     name: str
     version: str
@@ -71,6 +77,7 @@ class ModelSpec:
     cam: CamSpec = field(default_factory=CamSpec)
     description: str = ""
     spec_version: int = SPEC_VERSION
+    uncertain_threshold: float | None = None
 
     @property
     def model_id(self) -> str:
@@ -86,6 +93,8 @@ class ModelSpec:
         d["class_names"] = list(self.class_names)
         if self.head is not None:
             d["head"]["widths"] = list(self.head.widths)
+        if self.uncertain_threshold is None:  # absent, so that a spec without a band keeps its sha256
+            del d["uncertain_threshold"]
         return d
 
     def with_threshold(self, threshold: float) -> ModelSpec:
@@ -111,6 +120,7 @@ class ModelSpec:
                 authentic_index=int(d.get("authentic_index", 0)),
                 cam=CamSpec(**d.get("cam", {})),
                 description=str(d.get("description", "")),
+                uncertain_threshold=None if d.get("uncertain_threshold") is None else float(d["uncertain_threshold"]),
             )
         except ModelError:
             raise
@@ -140,6 +150,10 @@ class ModelSpec:
                 raise ModelError(f"{origin}: {name} {getattr(self, name)} is not in [0, 1]")
         if self.top_k < 1:
             raise ModelError(f"{origin}: top_k must be >= 1")
+        u = self.uncertain_threshold
+        if u is not None and not 0.0 <= u < self.threshold:
+            raise ModelError(f"{origin}: uncertain_threshold {u} must be at least 0 and below the threshold "
+                             f"{self.threshold} (the band is uncertain_threshold <= p_fake < threshold)")
 
 
 def read_spec(model_dir: str | Path) -> ModelSpec:

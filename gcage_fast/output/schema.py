@@ -81,8 +81,9 @@ _FIELDS = [
     ("n_patches_scanned", pa.int32(), True, "patches scored (top-k by contrast)"),
     ("padded", pa.bool_(), True, "true when a side < 224 was edge-padded"),
     ("p_fake", pa.float64(), True, "G-CAGE P(fake): mean of the head's per-patch P(fake)"),
-    ("verdict", pa.string(), True, "fake | real: the fused verdict (verdict_source says what decided it; with the "
-     "model, p_fake >= threshold)"),
+    ("verdict", pa.string(), True, "fake | uncertain | real: the fused verdict (verdict_source says what decided "
+     "it; with the model, fake when p_fake >= threshold, uncertain when the model has an uncertain band and "
+     "uncertain_threshold <= p_fake < threshold, else real)"),
     ("verdict_source", pa.string(), True, "model | c2pa | watermark | metadata: what made the verdict "
      "(--verdict-policy)"),
     ("threshold", pa.float64(), True, "threshold used for the verdict"),
