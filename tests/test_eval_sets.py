@@ -245,3 +245,41 @@ def test_broad_lists_exactly_its_manifest():
     assert ds.layout == "manifest" and len(ds.items) == len(rows) == 505
     assert sorted(i.relpath for i in ds.items) == sorted(r["relpath"] for r in rows)
     assert sum(i.label for i in ds.items) == 199 and all(i.path.is_file() for i in ds.items)
+
+
+def test_generator_group_of_one_class_reports_its_rate(tmp_path, tiny_model_dir):
+    """CNNDetection with progan/ holding only 1_fake/: progan's rows are detection rates, all stays binary."""
+    data = tmp_path / "data"
+    fakes = [gen.write(data / "progan" / "1_fake" / f"p{i}.png", gen.encode(gen.fake_like(200, 200, 70 + i), "PNG"))
+             for i in range(3)]
+    for i in range(2):
+        gen.write(data / "stylegan" / "0_real" / f"r{i}.png", gen.encode(gen.photo_like(200, 200, 80 + i), "PNG"))
+        gen.write(data / "stylegan" / "1_fake" / f"s{i}.png", gen.encode(gen.fake_like(200, 200, 90 + i), "PNG"))
+    first = _scan_rows(data, tmp_path / "first", tiny_model_dir)
+    model = _splitting_model(tiny_model_dir, list(first.values()), tmp_path / "model")
+    report = evaluate(EvalConfig(data=str(data), model=str(model), workers=0))
+    assert report["mode"] == "binary" and report["keys"] == list(METRIC_KEYS)
+    assert report["data"]["layout"] == "cnndetection" and report["data"]["generators"] == ["progan", "stylegan"]
+    k = str(report["top_k"][0])
+    rows = [first[str(p)] for p in fakes]  # scores do not depend on the thresholds
+    t, bt = report["model"]["threshold"], report["model"]["base_threshold"]
+    assert all(r["verdict_source"] == "model" for r in rows)
+    flagged = _verdicts(rows, t, bt)
+    flagged["fused"] = flagged["gcage"]  # no evidence: fused is the model's verdict at the new threshold
+    for variant in VARIANTS:
+        by_g = report["results"][variant]["none"][k]
+        assert list(by_g) == ["all", "progan", "stylegan"]
+        assert set(by_g["all"]) == set(by_g["stylegan"]) == set(METRIC_KEYS)
+        assert (by_g["all"]["n_real"], by_g["all"]["n_fake"], by_g["stylegan"]["n_fake"]) == (2, 5, 2)
+        n = sum(flagged[variant])
+        assert by_g["progan"] == {"mode": "detection_rate", "n": 3, "n_verdict_fake": n, "detection_rate": n / 3,
+                                  "threshold": bt if variant == "base" else t, "n_unscanned": 0}
+    lines = markdown_table(report).splitlines()
+    assert lines[0].startswith("| variant | perturb | top-k | generator | n_real | n_fake | AP |")
+    assert len([line for line in lines[2:8] if line.startswith(("| gcage", "| base", "| fused"))]) == 6
+    assert lines[8:10] == ["", "Detection rate of the generator groups without real images: the share of their "
+                           "scanned AI images whose verdict is fake (AP, ROC-AUC, the best threshold and balanced "
+                           "accuracy are not defined for them)."]
+    n = sum(flagged["gcage"])
+    assert f"| gcage | none | {k} | progan | 3 | {n} | {n / 3:.4f} | {t:.3f} | 0 |" in lines[10:16]
+    assert lines[16] == "" and lines[17].startswith("Verdicts by source")

@@ -65,7 +65,10 @@ def eval_cmd(data: str, model: str | None, split: str, manifest: str | None, per
     verdict (model plus provenance evidence, --verdict-policy) is reported as the variant "fused", with how many
     real and AI images each evidence kind decided. A set of AI images only reports the detection rate (share with
     verdict fake), a set of real images only the false-positive rate; the metrics that need both classes are left
-    out. Prints a markdown table; --json writes every number ("mode": binary, detection_rate or fpr).
+    out (also for a generator group of one class in a set of both; its row says its "mode"). With a model that has
+    an uncertain band, the metrics stay at the threshold (uncertain counts as not fake) and a second table gives the
+    share of uncertain verdicts and the accuracy, FPR and TPR of the decided rows. Prints a markdown table; --json
+    writes every number ("mode": binary, detection_rate or fpr).
 
     \b
     Example:

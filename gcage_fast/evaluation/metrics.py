@@ -4,6 +4,8 @@ Conventions: ``y`` holds 1 for fake (AI-generated) and 0 for real; ``s`` is a sc
 likely fake (P(fake)); a prediction is fake when ``s >= threshold``. Metrics that need both classes raise
 :class:`MetricError` instead of returning NaN; a set of one class gets :func:`flag_rate_report` (the share
 predicted fake: the detection rate of AI images, the false-positive rate of real ones), which invents nothing.
+:func:`band_report` describes a model's optional uncertain band from the verdicts themselves (``fake``,
+``uncertain``, ``real``: the rule is :func:`gcage_fast.scoring.aggregate.model_verdict`, not repeated here).
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ __all__ = [
     "expected_calibration_error",
     "binary_report",
     "flag_rate_report",
+    "band_report",
     "FLAG_RATES",
+    "BAND_KEYS",
 ]
 
 #: The rate :func:`flag_rate_report` reports, by the one class present: AI images (1) or real images (0).
 FLAG_RATES = {1: "detection_rate", 0: "fpr"}
+#: The keys :func:`band_report` adds to a report row.
+BAND_KEYS = ("uncertain_threshold", "n_uncertain", "uncertain_share", "n_decided", "acc_decided", "fpr_decided",
+             "tpr_decided")
 
 
 class MetricError(GcageError):
@@ -183,3 +190,33 @@ def flag_rate_report(s, threshold: float, rate: str) -> dict[str, Any]:
     flagged = int((s >= threshold).sum())
     return {"n": len(s), "n_verdict_fake": flagged, rate: flagged / len(s) if len(s) else None,
             "threshold": float(threshold)}
+
+
+def band_report(y, verdicts, uncertain_threshold: float) -> dict[str, Any]:
+    """The uncertain band of one set: how many verdicts are ``uncertain`` and their share, and on the decided rows
+    (``fake`` or ``real``) the accuracy, the false-positive rate of the reals and the true-positive rate of the
+    fakes. A share with nothing to divide by is ``None`` (a set of one class has no FPR or no TPR)."""
+    y = np.asarray(y)
+    v = np.asarray(verdicts, dtype=object)
+    if y.shape != v.shape or y.ndim != 1:
+        raise MetricError(f"labels and verdicts must be 1-D arrays of one length (got {y.shape} and {v.shape})")
+    if not np.isin(y, (0, 1)).all():
+        raise MetricError("labels must be 0 (real) or 1 (fake)")
+    unknown = sorted(set(v.tolist()) - {"fake", "uncertain", "real"})
+    if unknown:
+        raise MetricError(f"verdicts must be fake, uncertain or real (got {unknown})")
+    fake, decided = v == "fake", v != "uncertain"
+    n_uncertain = int((~decided).sum())
+
+    def share(num: np.ndarray, den: np.ndarray) -> float | None:
+        return int(num.sum()) / int(den.sum()) if den.any() else None
+
+    return {
+        "uncertain_threshold": float(uncertain_threshold),
+        "n_uncertain": n_uncertain,
+        "uncertain_share": n_uncertain / len(v) if len(v) else None,
+        "n_decided": int(decided.sum()),
+        "acc_decided": share(decided & (fake == (y == 1)), decided),
+        "fpr_decided": share(fake & (y == 0), decided & (y == 0)),
+        "tpr_decided": share(fake & (y == 1), decided & (y == 1)),
+    }
