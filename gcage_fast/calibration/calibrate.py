@@ -9,6 +9,10 @@ verdict policy: only the model's ``p_fake`` of ``ok`` rows is used, never a verd
 scans (yet). The new directory holds copies of the weights (sha256 verified against the source spec), a
 ``model.json`` with the new threshold and id, and ``calibration.json``.
 
+With ``uncertain_fpr`` (looser than ``fpr``), the lower edge of an uncertain band is chosen by the same rule at that
+target on the same reals: scans of the new model call ``uncertain_threshold <= p_fake < threshold`` ``uncertain``.
+Without it the new model has no band (a band of the source model belonged to its old threshold and is dropped).
+
 Never changes the source model, never writes outside the output directory (and its temporary sibling), and never
 changes how a scan computes p_fake.
 """
@@ -55,6 +59,8 @@ class CalibrationConfig:
         reference: a folder (or file) of known-real images, walked like a scan input.
         output: the model directory to write; it must not exist or be empty, unless ``overwrite``.
         fpr: the target false-positive rate on the reals, in (0, 0.5].
+        uncertain_fpr: the looser target (above ``fpr``, at most 0.5) whose threshold is the lower edge of the
+            uncertain band; None: no band.
         ai: an optional folder of known-AI images (true-positive rate, isotonic map).
         command: the command line, recorded in calibration.json.
     """
@@ -63,6 +69,7 @@ class CalibrationConfig:
     output: str
     model: str | None = None
     fpr: float = 0.01
+    uncertain_fpr: float | None = None
     ai: str | None = None
     backend: str = "auto"
     device: str = "cpu"
@@ -76,6 +83,9 @@ class CalibrationConfig:
         """Raise ConfigError for an invalid option (before any model is loaded or image scanned)."""
         if not (isinstance(self.fpr, (int, float)) and math.isfinite(self.fpr) and 0.0 < self.fpr <= 0.5):
             raise ConfigError(f"--fpr must be in (0, 0.5], got {self.fpr}")
+        u = self.uncertain_fpr
+        if u is not None and not (isinstance(u, (int, float)) and math.isfinite(u) and self.fpr < u <= 0.5):
+            raise ConfigError(f"--uncertain-fpr must be above --fpr ({self.fpr:g}) and at most 0.5, got {u}")
         self.scan_config(("x",), "out").validate()
 
     def scan_config(self, inputs: tuple[str, ...], output: str, model: str | None = None, shard_size: int = 1000):
@@ -150,6 +160,20 @@ def _check_scored(cfg: CalibrationConfig, got: dict[str, Any]) -> None:
                          f"{reals_needed(cfg.fpr)} are needed (fpr * n_real must be >= 1)")
 
 
+def _choose(cfg: CalibrationConfig, real: np.ndarray) -> tuple[ThresholdChoice, ThresholdChoice | None]:
+    """The threshold at --fpr and, with --uncertain-fpr, the band's lower edge at that target (same reals)."""
+    choice = fpr_threshold(real, cfg.fpr)
+    if cfg.uncertain_fpr is None:
+        return choice, None
+    lower = fpr_threshold(real, cfg.uncertain_fpr)
+    if lower.threshold >= choice.threshold:  # k no larger, or the reals between the two places are tied
+        raise InputError(f"--uncertain-fpr {cfg.uncertain_fpr:g} gives the same threshold as --fpr {cfg.fpr:g} on "
+                         f"{choice.n_real} scored reference reals (they allow {choice.allowed} and {lower.allowed} "
+                         "false positives, and no real scores between the two boundaries): there is no band; "
+                         "choose a larger --uncertain-fpr or add reals")
+    return choice, lower
+
+
 # ------------------------------------------------------------------------------------------------ record
 def _rate(x: int, n: int) -> dict[str, Any]:
     low, high = clopper_pearson(x, n, CONFIDENCE)
@@ -176,15 +200,39 @@ def _map_and_ece(real: np.ndarray, ai: np.ndarray) -> tuple[dict[str, Any], dict
              "data": "the reference reals and AI images the map was fitted on (in-sample)"})
 
 
+def _band(choice: ThresholdChoice, lower: ThresholdChoice | None, cfg: CalibrationConfig,
+          got: dict[str, Any]) -> dict[str, Any] | None:
+    """What the uncertain band does on the scored sets (None without one): its realised FPR (reals at or above its
+    lower edge, that is uncertain or fake) and the shares of reals and AI images inside it."""
+    from gcage_fast.scoring.aggregate import model_verdict
+
+    if lower is None:
+        return None
+    real, ai = got["real"], got["ai"]
+
+    def inside(scores: np.ndarray) -> int:
+        return sum(model_verdict(float(v), choice.threshold, lower.threshold) == "uncertain" for v in scores)
+
+    return {
+        "target_fpr": cfg.uncertain_fpr,
+        "uncertain_threshold": lower.threshold,
+        "boundary_score": lower.boundary_score,
+        "fpr": _rate(lower.n_false_positive, lower.n_real),
+        "band": "uncertain_threshold <= p_fake < threshold",
+        "real_in_band": _rate(inside(real), int(real.size)),
+        "ai_in_band": None if ai.size == 0 else _rate(inside(ai), int(ai.size)),
+    }
+
+
 def _record(cfg: CalibrationConfig, source: Any, new_spec: Any, choice: ThresholdChoice,
-            got: dict[str, Any]) -> dict[str, Any]:
+            lower: ThresholdChoice | None, got: dict[str, Any]) -> dict[str, Any]:
     real, ai = got["real"], got["ai"]
     cal_map, ece = _map_and_ece(real, ai)
     unscanned = {k: dict(sorted(v.items())) for k, v in got["unscanned"].items()}
     return {
         "calibration_version": CALIBRATION_VERSION,
         "source_model": {"id": source.spec.model_id, "sha256": source.spec.sha256, "path": os.path.abspath(source.path),
-                         "threshold": source.spec.threshold},
+                         "threshold": source.spec.threshold, "uncertain_threshold": source.spec.uncertain_threshold},
         "model": {"id": new_spec.model_id, "sha256": new_spec.sha256},
         "score": "p_fake (the model's score; verdict policy model-only)",
         "target_fpr": cfg.fpr,
@@ -193,6 +241,8 @@ def _record(cfg: CalibrationConfig, source: Any, new_spec: Any, choice: Threshol
         "boundary_score": choice.boundary_score,
         "fpr": _rate(choice.n_false_positive, choice.n_real),
         "tpr": None if ai.size == 0 else _rate(int((ai >= choice.threshold).sum()), int(ai.size)),
+        "uncertain_threshold": None if lower is None else lower.threshold,
+        "uncertain": _band(choice, lower, cfg, got),
         "n_real": int(real.size),
         "n_ai": int(ai.size),
         "n_unscanned": sum(sum(v.values()) for v in unscanned.values()),
@@ -208,12 +258,13 @@ def _record(cfg: CalibrationConfig, source: Any, new_spec: Any, choice: Threshol
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def _new_spec(spec: Any, choice: ThresholdChoice, cfg: CalibrationConfig) -> Any:
+def _new_spec(spec: Any, choice: ThresholdChoice, lower: ThresholdChoice | None, cfg: CalibrationConfig) -> Any:
     name = spec.name if spec.name.endswith(SUFFIX) else spec.name + SUFFIX
-    note = (f"calibrated: threshold {choice.threshold:.6g} for FPR <= {cfg.fpr:g} on {choice.n_real} reference "
-            f"reals (calibration.json)")
-    new = replace(spec.with_threshold(choice.threshold), name=name,
-                  description=f"{spec.description} | {note}" if spec.description else note)
+    band = "" if lower is None else f", uncertain from {lower.threshold:.6g} (FPR <= {cfg.uncertain_fpr:g})"
+    note = (f"calibrated: threshold {choice.threshold:.6g} for FPR <= {cfg.fpr:g}{band} on {choice.n_real} "
+            f"reference reals (calibration.json)")
+    new = replace(spec, threshold=choice.threshold, uncertain_threshold=None if lower is None else lower.threshold,
+                  name=name, description=f"{spec.description} | {note}" if spec.description else note)
     if spec.head is None:  # base-only: p_fake is the base detector's score, so its threshold moves too
         new = replace(new, base_threshold=new.threshold)
     new.validate("calibrated spec")
@@ -258,11 +309,13 @@ def _write_model_dir(out: Path, source: Any, spec: Any, record: dict[str, Any]) 
 
 
 def calibrate(cfg: CalibrationConfig) -> dict[str, Any]:
-    """Score the sets, choose the threshold, write the model directory; returns the calibration.json record.
+    """Score the sets, choose the threshold (and the band's lower edge), write the model directory; returns the
+    calibration.json record.
 
     Raises:
-        ConfigError: --fpr outside (0, 0.5] or another invalid option.
-        InputError: an empty set, no scorable image in a set, or too few reals for the target.
+        ConfigError: --fpr outside (0, 0.5], --uncertain-fpr not in (fpr, 0.5], or another invalid option.
+        InputError: an empty set, no scorable image in a set, too few reals for the target, or an
+            --uncertain-fpr that gives the same threshold as --fpr (no band).
         OutputError: the output exists and is not empty (without ``overwrite``), or is not a model directory.
         GcageError: whatever loading the model or the scan raises.
     """
@@ -278,8 +331,8 @@ def calibrate(cfg: CalibrationConfig) -> dict[str, Any]:
         raise ConfigError(f"{len(overlap)} files are in both the reference set and the AI set; keep them apart")
     got = _scores(cfg, source.path, ref, ai)
     _check_scored(cfg, got)
-    choice = fpr_threshold(got["real"], cfg.fpr)
-    spec = _new_spec(source.spec, choice, cfg)
-    record = _record(cfg, source, spec, choice, got)
+    choice, lower = _choose(cfg, got["real"])
+    spec = _new_spec(source.spec, choice, lower, cfg)
+    record = _record(cfg, source, spec, choice, lower, got)
     _write_model_dir(out, source, spec, record)
     return record
