@@ -89,6 +89,7 @@ def test_report_structure_and_numbers(scanned, tmp_path):
     text = html_path.read_text()
     assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;" in text  # the hostile name, escaped
     assert "decode.corrupt" in text
+    assert "uncertain</div>" not in text and "uncertain band" not in text  # no band: no third verdict's card or row
     data = collect(scanned, 5)
     table = pads.dataset(scanned / "parts").to_table()
     assert data.status == {"ok": 9, "error": 1}

@@ -148,6 +148,25 @@ def collect(out: str | Path, top_n: int = 50) -> ReportData:
     return data
 
 
+def uncertain_threshold(run: dict[str, Any]) -> float | None:
+    """The lower edge of the run's uncertain band, or None (no band, or not known). run.json's fingerprint names
+    it when the scan recorded it; else the model.json the run names, when its sha256 is still the run's."""
+    from gcage_fast.errors import ModelError
+    from gcage_fast.models.spec import read_spec
+
+    fingerprint = run.get("fingerprint") or {}
+    if "uncertain_threshold" in fingerprint:
+        return fingerprint["uncertain_threshold"]
+    model = run.get("model") or {}
+    if not model.get("path"):
+        return None
+    try:
+        spec = read_spec(model["path"])
+    except ModelError:
+        return None
+    return spec.uncertain_threshold if spec.sha256 == model.get("sha256") else None
+
+
 def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     """The run facts the report shows (model, backend, state, times, throughput of the last attempt)."""
     last = run.get("last_attempt") or {}
@@ -165,6 +184,7 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "backend": (run.get("engine") or {}).get("backend"),
         "cam": (run.get("fingerprint") or {}).get("cam_method"),
         "threshold": (run.get("fingerprint") or {}).get("threshold"),
+        "uncertain_threshold": uncertain_threshold(run),
         "images_per_s": processed / scan_s if scan_s else None,
         "patches_per_s": patches / scan_s if scan_s else None,
         "last_attempt": last,

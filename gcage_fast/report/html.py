@@ -30,7 +30,7 @@ th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px}
 figure img{max-width:100%;display:block;margin:0 auto}
 figcaption{font-size:12px;word-break:break-all;margin-top:6px}
-.fake{color:#b3261e;font-weight:600}.real{color:#1e7b34;font-weight:600}
+.fake{color:#b3261e;font-weight:600}.real{color:#1e7b34;font-weight:600}.uncertain{color:#8a5a00;font-weight:600}
 details{margin:4px 0 12px}summary{cursor:pointer;color:#555}
 pre{background:#f3f3f3;padding:8px;overflow-x:auto;font-size:12px;margin:4px 0}
 .muted{color:#666}.warn{background:#fff4d6;border:1px solid #e8c55a;padding:8px 12px;border-radius:6px}
@@ -56,7 +56,18 @@ def _table(headers: list[str] | None, rows: list[list[Any]], numeric: set[int] =
     return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
-def _histogram_svg(counts: np.ndarray, edges: np.ndarray, title: str, threshold: float | None) -> str:
+def _threshold_line(x: float, top: int, plot_h: float, colour: str, label: str, dash: str = "4 3",
+                    dy: int = 10, anchor: str = "start") -> str:
+    """A dashed vertical line with its label, right of it (``anchor`` start) or left of it (end)."""
+    tx = x + 4 if anchor == "start" else x - 4
+    end = "" if anchor == "start" else ' text-anchor="end"'
+    return (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="{colour}" '
+            f'stroke-dasharray="{dash}"/><text x="{tx:.1f}" y="{top + dy}" font-size="11" fill="{colour}"{end}>'
+            f"{label}</text>")
+
+
+def _histogram_svg(counts: np.ndarray, edges: np.ndarray, title: str, threshold: float | None,
+                   uncertain: float | None = None) -> str:
     w, h, left, bottom, top = 520, 220, 48, 28, 20
     plot_w, plot_h = w - left - 12, h - bottom - top
     peak = max(int(counts.max()) if len(counts) else 0, 1)
@@ -72,10 +83,11 @@ def _histogram_svg(counts: np.ndarray, edges: np.ndarray, title: str, threshold:
                     f"</text>" for t in (0.0, 0.25, 0.5, 0.75, 1.0))
     thr = ""
     if threshold is not None:
-        tx = left + plot_w * float(threshold)
-        thr = (f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#b3261e" '
-               f'stroke-dasharray="4 3"/><text x="{tx + 4:.1f}" y="{top + 10}" font-size="11" fill="#b3261e">'
-               f"threshold {float(threshold):.3f}</text>")
+        thr = _threshold_line(left + plot_w * float(threshold), top, plot_h, "#b3261e",
+                              f"threshold {float(threshold):.3f}")
+    if uncertain is not None:  # the label goes left of the line, so that it does not run into the threshold's
+        thr += _threshold_line(left + plot_w * float(uncertain), top, plot_h, "#8a5a00",
+                               f"uncertain from {float(uncertain):.3f}", dash="2 3", dy=24, anchor="end")
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">'
             f'<text x="{left}" y="13" font-size="12">{_e(title)} (images per bin; max {peak})</text>'
             f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#888"/>'
@@ -126,6 +138,7 @@ def render_html(data: ReportData, thumbs: dict[str, Thumbnail]) -> str:
     src = f"read_parquet({_sql_str(data.parts_glob)})"
     ok_rows = data.status.get("ok", 0)
     thr = run["threshold"]
+    band = run["uncertain_threshold"]
     parts: list[str] = []
     add = parts.append
     add(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>gcage-fast report: {_e(data.out.name)}"
@@ -141,6 +154,8 @@ def render_html(data: ReportData, thumbs: dict[str, Thumbnail]) -> str:
     fake = data.verdicts.get("fake", 0)
     cards = [("inputs (rows)", data.n_rows), ("ok", ok_rows), ("fake", fake), ("real", data.verdicts.get("real", 0)),
              ("error", data.status.get("error", 0)), ("skipped", data.status.get("skipped", 0))]
+    if band is not None or "uncertain" in data.verdicts:  # only a model with an uncertain band has the third verdict
+        cards.insert(3, ("uncertain", data.verdicts.get("uncertain", 0)))
     add("<h2>Summary</h2><div class=cards>" + "".join(f"<div class=card><b>{_e(v)}</b>{_e(k)}</div>"
                                                       for k, v in cards) + "</div>")
     add(_query(f"SELECT status, verdict, count(*) AS n FROM {src}\nGROUP BY ALL ORDER BY n DESC;"))
@@ -149,6 +164,8 @@ def render_html(data: ReportData, thumbs: dict[str, Thumbnail]) -> str:
     add(_table(None, [
         ["model", f"{run['model']} (sha256 {str(run['model_sha256'])[:16]}…)"],
         ["backend", run["backend"]], ["CAM method", run["cam"]], ["threshold", thr],
+        *([["uncertain band", "not recorded" if band is None else f"{band} <= p_fake < {thr}"]]
+          if band is not None or "uncertain" in data.verdicts else []),
         ["state", run["state"]], ["attempts", run["attempts"]], ["started", run["started_at"]],
         ["finished", run["finished_at"]],
         ["throughput (last attempt)", f"{rate} over {run['last_attempt'].get('scan_s', 'n/a')} s"],
@@ -159,7 +176,7 @@ def render_html(data: ReportData, thumbs: dict[str, Thumbnail]) -> str:
     add(_query(f"SELECT status, count(*) AS n FROM {src} GROUP BY status ORDER BY n DESC;"))
     # Histograms
     add("<h2>Scores</h2>")
-    add(_histogram_svg(data.hist_p_fake, data.hist_edges, "G-CAGE p_fake", thr))
+    add(_histogram_svg(data.hist_p_fake, data.hist_edges, "G-CAGE p_fake", thr, band))
     add(_histogram_svg(data.hist_base_p_fake, data.hist_edges, "base detector base_p_fake", None))
     add(_query(f"SELECT least(floor(p_fake * 20), 19) / 20 AS bin, count(*) AS n FROM {src}\n"
                f"WHERE status = 'ok' GROUP BY bin ORDER BY bin;\n"
