@@ -36,6 +36,13 @@ def test_model_only_ignores_evidence():
     assert fuse([ev("c2pa", "ai_generated", "signed")], "real", "model-only") == ("real", "model")
 
 
+def test_an_uncertain_model_verdict_stands_unless_evidence_decides():
+    assert fuse([], "uncertain") == ("uncertain", "model")
+    assert fuse([ev("c2pa", "capture", "signed")], "uncertain") == ("uncertain", "model")
+    assert fuse([ev("metadata", "ai_generated")], "uncertain") == ("fake", "metadata")
+    assert fuse([ev("watermark", "ai_generated", "detected")], "uncertain", "model-only") == ("uncertain", "model")
+
+
 def test_unknown_policy_and_bad_evidence_are_refused():
     with pytest.raises(ValueError, match="unknown verdict policy 'trust-me'"):
         fuse([], "real", "trust-me")

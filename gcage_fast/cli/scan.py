@@ -11,6 +11,7 @@ import click
 from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, evidence_options, from_options,
                                    grid_option, json_flag, limit_options, model_option, setup_logging, throughput_options)
 from gcage_fast.config import CAM_METHODS, KERNEL_IMPLS
+from gcage_fast.scoring.aggregate import VERDICTS
 
 __all__ = ["scan"]
 
@@ -38,11 +39,17 @@ class _Progress:
             click.echo("", err=True)
 
 
+def _verdict_order(item: tuple[str, int]) -> tuple[int, str]:
+    """fake, uncertain, real (then anything else by name)."""
+    return (VERDICTS.index(item[0]) if item[0] in VERDICTS else len(VERDICTS), item[0])
+
+
 def _summary_text(s: Any) -> str:
     lines = [
         f"Scanned {s.n_inputs} inputs into {s.output}" + (" (resumed)" if s.resumed else ""),
         "  status:   " + (", ".join(f"{k} {v}" for k, v in sorted(s.status.items())) or "none"),
-        "  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items())) or "none"),
+        "  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items(), key=_verdict_order))
+                          or "none"),
     ]
     if s.verdict_sources:
         lines.append("  decided by: " + ", ".join(f"{k} {v}" for k, v in sorted(s.verdict_sources.items())))

@@ -36,7 +36,7 @@ class ScanSummary:
     n_inputs: int
     status: dict[str, int]
     error_codes: dict[str, int]
-    verdicts: dict[str, int]
+    verdicts: dict[str, int]  # ok rows by verdict: fake, real and, with a model's uncertain band, uncertain
     processed: int
     patches: int
     wall_s: float  # the whole command, model loading and first-use export included
