@@ -16,6 +16,9 @@ from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 __all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOWED_FORMATS", "CAM_METHODS",
            "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS", "PILLOW_BOMB_PIXELS", "VERDICT_POLICIES", "WATERMARK_SCHEMES",
            "GRIDS", "default_workers"]
+#: Training sampling weights (``train-base``/``train-head --balance``): none, equal weight per source within each
+#: class, and per generator within each source (gcage_fast.training.frozen.balanced_weights).
+BALANCES = ("none", "source", "source-generator")
 
 #: Formats decoded by default, detected from content (never from the file name).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")

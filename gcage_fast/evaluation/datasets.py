@@ -2,8 +2,10 @@
 
 Layouts (detected in this order):
 
-- ``manifest.csv`` in the root with columns ``relpath,label[,generator][,sha256]``; labels ``ai``/``fake``/
-  ``synthetic``/``1`` and ``real``/``authentic``/``0``.
+- ``manifest.csv`` in the root with columns ``relpath,label[,generator][,sha256][,source]``; labels ``ai``/``fake``/
+  ``synthetic``/``1`` and ``real``/``authentic``/``0``. ``source`` (or ``source_repo``) names where a file came
+  from (a repository, a camera, a website); leave-one-source-out validation holds out one source at a time, and
+  a set without the column is one source, named after its folder.
 - ``ai/`` and ``real/`` folders; a sub-folder of ``ai/`` names the generator (``ai/stylegan2/x.jpg``). A set of
   one class may have only one of them (when no CNNDetection folder is there either).
 - CNNDetection's ``0_real/`` and ``1_fake/`` folders, either in the root or under class/generator folders
@@ -16,6 +18,8 @@ then counted as unscanned), or whose first bytes are an image signature (JPEG, P
 its name. Everything else (``README``/``SOURCE.md``, ``.json``/``.txt``/``.csv`` sidecars, a manifest in a class
 folder) is skipped, and so are hidden files and folders (names starting with ``.``).
 
+Several sets train one model through :func:`load_pool` (relpaths prefixed by each set's folder name).
+
 Splits hash each file's sha256 (not its name or position), so a file keeps its split when others are added,
 renamed or removed, and identical files can never leak across splits.
 """
@@ -25,13 +29,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gcage_fast.errors import InputError
 from gcage_fast.hashing import sha256_file
 
-__all__ = ["LabelledImage", "LabelledSet", "load_labelled", "split_of", "SPLITS", "SPLIT_SALT", "IMAGE_EXTENSIONS",
+__all__ = ["LabelledImage", "LabelledSet", "load_labelled", "load_pool", "split_of", "SPLITS", "SPLIT_SALT", "IMAGE_EXTENSIONS",
            "is_image_file"]
 
 SPLITS = ("train", "val", "test")
@@ -53,6 +57,7 @@ class LabelledImage:
     generator: str | None = None  # for fakes: the generator, when the data names it
     group: str | None = None  # CNNDetection class folder shared by its reals and fakes
     sha256: str | None = None
+    source: str | None = None  # where the file came from (manifest column ``source``/``source_repo``)
 
     def digest(self) -> str:
         return self.sha256 or sha256_file(self.path)
@@ -139,8 +144,9 @@ def _from_manifest(root: Path, manifest: Path) -> LabelledSet:
                 raise InputError(f"{manifest}:{n}: relpath {rel!r} leaves the dataset directory")
             label = _label(row["label"], f"{manifest}:{n}")
             gen = (row.get("generator") or "").strip() or None
+            source = (row.get("source") or row.get("source_repo") or "").strip() or None
             items.append(LabelledImage(path, rel, label, gen if label == 1 else None, None,
-                                       (row.get("sha256") or "").strip() or None))
+                                       (row.get("sha256") or "").strip() or None, source))
     return LabelledSet(root, "manifest", items)
 
 
@@ -190,3 +196,24 @@ def load_labelled(root: str | Path, manifest: str | Path | None = None) -> Label
     if not ds.items:
         raise InputError(f"no images found in {root} ({ds.layout} layout)")
     return ds
+
+
+def load_pool(roots: list[str | Path] | tuple[str | Path, ...]) -> LabelledSet:
+    """Several labelled sets as one: relpaths become ``<folder name>/<relpath>``, and an item without a
+    ``source`` gets its set's folder name. One root returns that set unchanged (apart from the default source).
+
+    Raises:
+        InputError: no roots, a root that is not a set, or two roots with the same folder name.
+    """
+    if not roots:
+        raise InputError("no dataset given")
+    sets = [load_labelled(r) for r in roots]
+    names = [s.root.resolve().name for s in sets]
+    if len(set(names)) != len(names):
+        raise InputError(f"two datasets share a folder name ({', '.join(sorted(names))}); rename one")
+    if len(sets) == 1:
+        ds = sets[0]
+        return LabelledSet(ds.root, ds.layout, [replace(i, source=i.source or names[0]) for i in ds.items])
+    items = [replace(i, relpath=f"{name}/{i.relpath}", source=i.source or name)
+             for name, ds in zip(names, sets) for i in ds.items]
+    return LabelledSet(Path(os.path.commonpath([str(s.root.resolve()) for s in sets])), "pool", items)

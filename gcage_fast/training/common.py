@@ -11,22 +11,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcage_fast.config import default_workers
-from gcage_fast.evaluation.datasets import LabelledImage, LabelledSet, load_labelled, split_of
+from gcage_fast.config import BALANCES, default_workers
+from gcage_fast.evaluation.datasets import LabelledImage, LabelledSet, load_labelled, load_pool, split_of
 from gcage_fast.fsutil import atomic_write_bytes
 from gcage_fast.errors import ConfigError
 from gcage_fast.evaluation.metrics import MetricError, average_precision, best_balanced_threshold
 from gcage_fast.training.data import Augment, PatchCache, augment_patch
+from gcage_fast.training.frozen import balanced_weights
+from gcage_fast.training.views import ViewCache, ViewRecipe
 from gcage_fast.training.loop import LoopConfig
 
-__all__ = ["TrainData", "TrainOptions", "load_splits", "write_split", "batches", "image_scores", "calibrate"]
+__all__ = ["TrainData", "TrainOptions", "load_splits", "patch_weights", "write_split", "batches", "image_scores",
+           "calibrate"]
 
 
 @dataclass(frozen=True)
 class TrainOptions:
     """Options common to train-base and train-head (defaults follow SuSy's recipe where it has one)."""
 
-    data: str
+    data: tuple[str, ...]  # one or more labelled sets (pooled: see load_pool)
     out: str
     manifest: str | None = None
     seed: int = 0
@@ -45,6 +48,21 @@ class TrainOptions:
     threads: int | None = None
     max_images: int | None = None  # per split, for quick runs
     resume: bool = False
+    views: ViewRecipe | None = None  # the shortcut-free view protocol (None: grid patches + ``augment``)
+    balance: str = "none"  # none | source | source-generator: sampling weights (see balanced_weights)
+    hold_out: tuple[str, ...] = ()  # sources left out of training and validation (leave-one-source-out)
+    grid: str = "floor"  # grid of the validation patches (the scan's ``--grid``)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            object.__setattr__(self, "data", (self.data,))
+        if self.balance not in BALANCES:
+            raise ConfigError(f"unknown balance {self.balance!r}; choose {', '.join(BALANCES)}")
+
+    @property
+    def data_name(self) -> str:
+        """The dataset folder names, for descriptions."""
+        return "+".join(Path(d).name for d in self.data)
 
     def loop_config(self, monitor: str) -> LoopConfig:
         return LoopConfig(self.epochs, self.min_epochs, self.patience, self.min_delta, monitor,
@@ -63,9 +81,10 @@ class TrainData:
     dataset: LabelledSet
     train: list[LabelledImage]
     val: list[LabelledImage]
-    train_cache: PatchCache
-    val_cache: PatchCache
+    train_cache: PatchCache | ViewCache
+    val_cache: PatchCache | ViewCache
     class_names: tuple[str, ...]
+    train_weights: np.ndarray | None = None  # per training patch (None: unweighted)
 
 
 def _limit(items: list[LabelledImage], n: int | None, seed: int) -> list[LabelledImage]:
@@ -86,13 +105,16 @@ def _limit(items: list[LabelledImage], n: int | None, seed: int) -> list[Labelle
 def load_splits(opts: TrainOptions, class_names: Callable[[LabelledSet], tuple[str, ...]] | None = None,
                 log: Callable[[str], None] | None = None) -> TrainData:
     """Train and val splits of the dataset (by content hash) with their patch caches."""
-    ds = load_labelled(opts.data, opts.manifest)
-    train = _limit(ds.split("train").items, opts.max_images, opts.seed)
-    val = _limit(ds.split("val").items, opts.max_images, opts.seed + 1)
+    if opts.manifest is not None and len(opts.data) > 1:
+        raise ConfigError("--manifest names the files of one dataset; give one DATA with it")
+    ds = load_labelled(opts.data[0], opts.manifest) if opts.manifest else load_pool(opts.data)
+    kept = _held_out(ds, opts.hold_out)
+    train = _limit([i for i in kept if split_of(i.digest()) == "train"], opts.max_images, opts.seed)
+    val = _limit([i for i in kept if split_of(i.digest()) == "val"], opts.max_images, opts.seed + 1)
     for name, items in (("train", train), ("val", val)):
         n_fake = sum(i.label for i in items)
         if n_fake in (0, len(items)):
-            raise ConfigError(f"the {name} split of {opts.data} needs real and fake images "
+            raise ConfigError(f"the {name} split of {opts.data_name} needs real and fake images "
                               f"(got {len(items) - n_fake} real, {n_fake} fake)")
     names = class_names(ds) if class_names else ("authentic", "synthetic")
 
@@ -106,13 +128,42 @@ def load_splits(opts: TrainOptions, class_names: Callable[[LabelledSet], tuple[s
     workers = default_workers() if opts.workers is None else opts.workers
     cache_dir = Path(opts.out) / "cache"
     t0 = time.perf_counter()
-    caches = [PatchCache.build(items, [class_of(i) for i in items], cache_dir, top_k=opts.top_k,
-                               margin=opts.margin, workers=workers) for items in (train, val)]
+    caches: list[PatchCache | ViewCache]
+    if opts.views is None:
+        caches = [PatchCache.build(items, [class_of(i) for i in items], cache_dir, top_k=opts.top_k,
+                                   margin=opts.margin, workers=workers) for items in (train, val)]
+    else:
+        caches = [ViewCache.build(items, [class_of(i) for i in items], cache_dir, recipe=recipe,
+                                  top_k=opts.top_k, grid=opts.grid, seed=opts.seed, workers=workers)
+                  for items, recipe in ((train, opts.views), (val, None))]
     write_split(ds, Path(opts.out) / "split.csv")
     if log:
         log(f"data: {len(train)} train images ({len(caches[0])} patches), {len(val)} val images "
             f"({len(caches[1])} patches), prepared in {time.perf_counter() - t0:.1f} s")
-    return TrainData(ds, train, val, caches[0], caches[1], names)
+    return TrainData(ds, train, val, caches[0], caches[1], names,
+                     patch_weights(caches[0], train, opts.balance))
+
+
+def _held_out(ds: LabelledSet, hold_out: tuple[str, ...]) -> list[LabelledImage]:
+    """The items whose source is not held out (every name must be a source of the set)."""
+    if not hold_out:
+        return ds.items
+    sources = {i.source for i in ds.items}
+    unknown = [h for h in hold_out if h not in sources]
+    if unknown:
+        raise ConfigError(f"--hold-out {unknown[0]!r} is not a source of {ds.root} "
+                          f"(sources: {', '.join(sorted(str(s) for s in sources))})")
+    return [i for i in ds.items if i.source not in hold_out]
+
+
+def patch_weights(cache: PatchCache | ViewCache, items: list[LabelledImage], balance: str) -> np.ndarray | None:
+    """Per-patch sampling weights of ``balance`` (None for ``none``)."""
+    if balance == "none":
+        return None
+    levels = [[items[i].source for i in cache.image]]
+    if balance == "source-generator":
+        levels.append([items[i].generator for i in cache.image])
+    return balanced_weights(np.asarray(cache.labels), levels)
 
 
 def write_split(ds: LabelledSet, path: Path) -> None:
@@ -121,11 +172,14 @@ def write_split(ds: LabelledSet, path: Path) -> None:
     atomic_write_bytes(path, ("sha256,split\n" + "".join(f"{h},{s}\n" for h, s in rows)).encode())
 
 
-def batches(cache: PatchCache, batch_size: int, epoch: int, seed: int, aug: Augment | None,
-            shuffle: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(patches N×3×224×224 float32 in [0, 1], indices) per batch; augmentation seeded by (seed, epoch, index)."""
+def batches(cache: PatchCache | ViewCache, batch_size: int, epoch: int, seed: int, aug: Augment | None,
+            shuffle: bool, weights: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(patches N×3×224×224 float32 in [0, 1], indices) per batch; augmentation seeded by (seed, epoch, index).
+    With ``weights`` (and ``shuffle``) an epoch draws as many patches, with replacement, in proportion to them."""
     order = np.arange(len(cache))
-    if shuffle:
+    if shuffle and weights is not None:
+        order = np.random.default_rng([seed, epoch]).choice(len(cache), len(cache), p=weights / weights.sum())
+    elif shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(len(cache))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -141,7 +195,7 @@ def batches(cache: PatchCache, batch_size: int, epoch: int, seed: int, aug: Augm
         yield x, idx
 
 
-def image_scores(cache: PatchCache, patch_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def image_scores(cache: PatchCache | ViewCache, patch_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-image labels and mean patch scores (the scan's aggregation)."""
     images = np.unique(cache.image)
     y = np.array([cache.labels[cache.image == i][0] for i in images])

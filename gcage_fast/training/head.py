@@ -58,7 +58,7 @@ def train_head(opts: TrainOptions, ho: HeadOptions, log: Callable[[str], None] |
     torch.manual_seed(opts.seed)
     head = GCageHead(widths=ho.widths)
     optimizer = torch.optim.Adam(head.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    train_y = torch.from_numpy(data.train_cache.labels).float()
+    train_y = torch.from_numpy(np.asarray(data.train_cache.labels)).float()
 
     with pair.base as runner:
         def head_input(x: np.ndarray) -> torch.Tensor:
@@ -66,12 +66,29 @@ def train_head(opts: TrainOptions, ho: HeadOptions, log: Callable[[str], None] |
             return torch.from_numpy(fuse_cam_from_patches(x, cams))
 
         val_inputs = [(head_input(x), idx) for x, idx in batches(data.val_cache, 64, 0, opts.seed, None, False)]
-        val_y = torch.from_numpy(data.val_cache.labels).float()
+        val_y = torch.from_numpy(np.asarray(data.val_cache.labels)).float()
+
+        # Views are fixed patches: their CAMs are computed once. Grid patches are augmented anew every epoch, so
+        # each augmented patch gets its own CAM.
+        fixed_cams = None
+        if opts.views is not None:
+            t_cam = time.perf_counter()
+            fixed_cams = np.concatenate([infer_chunked(runner, x, 64)["cam"] for x, _ in
+                                         batches(data.train_cache, 64, 0, opts.seed, None, False)])
+            say(f"CAMs of {len(fixed_cams)} training views in {time.perf_counter() - t_cam:.0f} s")
+
+        def train_input(x: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+            if fixed_cams is None:
+                return head_input(x)
+            return torch.from_numpy(fuse_cam_from_patches(x, fixed_cams[idx]))
+
+        aug = opts.augment if opts.views is None else None
 
         def train_epoch(epoch: int) -> float:
             total, n = 0.0, 0
-            for x, idx in batches(data.train_cache, opts.batch_size, epoch, opts.seed, opts.augment, shuffle=True):
-                loss = F.binary_cross_entropy_with_logits(head(head_input(x)), train_y[idx])
+            for x, idx in batches(data.train_cache, opts.batch_size, epoch, opts.seed, aug, shuffle=True,
+                                  weights=data.train_weights):
+                loss = F.binary_cross_entropy_with_logits(head(train_input(x, idx)), train_y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -105,7 +122,7 @@ def train_head(opts: TrainOptions, ho: HeadOptions, log: Callable[[str], None] |
         threshold=threshold, base_threshold=base.spec.base_threshold, top_k=opts.top_k,
         cam=CamSpec(options.cam_method, options.cam_target, options.cam_layer),
         description=f"G-CAGE: base {base.spec.model_id} + head trained by gcage-fast train-head on "
-                    f"{Path(opts.data).name}",
+                    f"{opts.data_name}",
     )
     summary.update({"val_balanced_acc_at_threshold": bal, "threshold": threshold, "seconds": time.perf_counter() - t0,
                     "train_images": len(data.train), "val_images": len(data.val), "base": base.spec.model_id})
