@@ -43,7 +43,7 @@ def _training_options(fn):
         click.option("--views", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Train on N shortcut-free views per image: both classes rescaled, cropped around a "
                      "SuSy-rule patch of the whole image and re-encoded by the same random recipe "
-                     "(docs/TRAINING.md). 0: the grid patches with --blur/--jpeg/--gray."),
+                     "(the same for real and AI images). 0: the grid patches with --blur/--jpeg/--gray."),
         click.option("--rescale", "rescale_p", type=click.FloatRange(0, 1), default=0.8, show_default=True,
                      help="With --views: probability of a random rescale."),
         click.option("--scale-range", default="0.5,2.0", show_default=True,
