@@ -47,7 +47,9 @@ def cached_features(model: nn.Module, cache) -> np.ndarray:
     """:func:`pooled_features` of every patch of ``cache``; for a per-image :class:`ViewCache` each image's features
     are kept beside its patches (``<store>-f<trunk>/<sha256>.npy``) and computed only once per trunk."""
     if getattr(cache, "store", None) is None:
-        return pooled_features(model, cache.patches) if len(cache) else np.zeros((0, 0), np.float32)
+        if not len(cache):  # grid-patch cache (no --views): its exact grid patches, not cached
+            return np.zeros((0, 0), np.float32)
+        return pooled_features(model, np.stack([cache.patch(i) for i in range(len(cache))]))
     folder = cache.store.with_name(f"{cache.store.name}-f{trunk_digest(model)[:16]}")
     folder.mkdir(parents=True, exist_ok=True)
     images = np.asarray(cache.image)

@@ -76,7 +76,7 @@ def make_view(rgb: np.ndarray, recipe: ViewRecipe, rng: np.random.Generator) -> 
         lo, hi = recipe.scale
         f = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     f = max(f, PATCH / min(h, w))  # never below one patch
-    f = min(f, recipe.max_side / max(h, w)) if max(h, w) * f > recipe.max_side else f
+    f = min(f, recipe.max_side / max(h, w))
     if abs(f - 1.0) > 1e-3:
         im = im.resize((max(1, round(w * f)), max(1, round(h * f))), Image.BICUBIC)
     arr, _ = pad_to_patch(np.asarray(im))
