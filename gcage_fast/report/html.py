@@ -29,7 +29,7 @@ th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
 figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px}
 figure img{max-width:100%;display:block;margin:0 auto}
-figcaption{font-size:12px;word-break:break-all;margin-top:6px}
+figcaption{font-size:12px;overflow-wrap:anywhere;margin-top:6px}
 .fake{color:#b3261e;font-weight:600}.real{color:#1e7b34;font-weight:600}.uncertain{color:#8a5a00;font-weight:600}
 details{margin:4px 0 12px}summary{cursor:pointer;color:#555}
 pre{background:#f3f3f3;padding:8px;overflow-x:auto;font-size:12px;margin:4px 0}
@@ -148,8 +148,14 @@ def render_html(data: ReportData, thumbs: dict[str, Thumbnail]) -> str:
     add(f"<h1>Scan report</h1><p class=muted>{_e(data.out)} &middot; run {_e(run['run_id'])} &middot; "
         f"made by gcage-fast {_e(__version__)}</p>")
     if run["state"] != "finished" or (data.n_planned is not None and data.n_rows != data.n_planned):
-        add(f"<p class=warn>This scan is <b>{_e(run['state'])}</b>: {data.n_rows} of {_e(data.n_planned)} planned "
-            f"inputs have committed rows. Resume it with <code>gcage-fast scan ... --resume</code>.</p>")
+        # run.json says "running" from the start of a scan until it finishes, and still says it after a crash or
+        # a kill, so run.json alone cannot tell a scan in progress from an interrupted one (the flock on OUT/.lock
+        # could; OutputDir has no read-only probe of it yet).
+        add(f"<p class=warn>This scan is <b>incomplete</b> (run.json state {_e(run['state'])}): {data.n_rows} of "
+            f"{_e(data.n_planned)} planned inputs have committed rows. "
+            + ("Parts are missing from a finished scan; <code>gcage-fast verify</code> says which."
+               if run["state"] == "finished" else "It is still running, or it was interrupted (resume it with "
+               "<code>gcage-fast scan ... --resume</code>).") + "</p>")
     # Summary cards
     fake = data.verdicts.get("fake", 0)
     cards = [("inputs (rows)", data.n_rows), ("ok", ok_rows), ("fake", fake), ("real", data.verdicts.get("real", 0)),
