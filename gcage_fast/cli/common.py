@@ -9,13 +9,17 @@ them to register their commands), so no module needs the group to exist before i
   :func:`json_flag` declare an option, or a set of them, with one name, type and default wherever they appear
   (:func:`bundle` makes more such sets).
 - :func:`from_options` turns a command's ``**options`` into a library dataclass, field by field.
+- :func:`output_file` checks, before any slow work, that a file a command writes (a report, a picture, a JSON
+  record) can be written; :func:`output_option` declares ``-o/--output`` with the old long names as hidden aliases.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
@@ -24,13 +28,14 @@ from typing import Any, TypeVar
 import click
 
 from gcage_fast.config import BACKENDS, GRIDS, Limits
-from gcage_fast.errors import GcageError, Interrupted
+from gcage_fast.errors import GcageError, Interrupted, OutputError
 from gcage_fast.precision import SCAN_PRECISIONS
 from gcage_fast.text import printable
 
 __all__ = ["CONTEXT", "PRECISION_HELP", "MODEL_HELP", "THREADS_HELP", "LIMIT_FIELDS", "Command", "command",
-           "library_errors", "EscapingFormatter", "setup_logging", "emit_json", "int_list", "from_options", "bundle",
-           "model_option", "engine_options", "throughput_options", "limit_options", "json_flag"]
+           "library_errors", "output_file", "output_option", "require_output", "EscapingFormatter", "setup_logging",
+           "emit_json", "int_list", "from_options", "bundle", "model_option", "engine_options", "throughput_options",
+           "limit_options", "json_flag"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
@@ -73,6 +78,47 @@ def command(name: str | None = None) -> Callable[[Callable[..., Any]], Command]:
 
 
 # --------------------------------------------------------------------------------------------------- output
+def output_file(path: str | None, what: str) -> None:
+    """Check that the file ``path`` (``what``: "report", "picture", ...) can be written, before the slow work
+    that produces it: its missing parent directories are created (as a file output's are, like ``mkdir -p``), then
+    a probe file is created and removed beside it. ``None`` is no output.
+
+    Raises:
+        OutputError: the directory cannot be created, or nothing can be written there (read-only location,
+            /proc, no permission); the message names the path and the system's reason.
+    """
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the directory of the {what} {path}: {exc.strerror}") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.probe-")
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} {path}: {exc.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def output_option(help: str, *, aliases: tuple[str, ...] = (), **kwargs: Any) -> Decorator:
+    """``-o/--output`` (parameter ``output``, required), the one name every command gives what it writes;
+    ``aliases`` are older long names (``--html``) kept as hidden options that fill the same parameter (the last
+    one given wins). With aliases click cannot enforce ``required``: the command calls :func:`require_output`."""
+    if not aliases:
+        return click.option("-o", "--output", "output", required=True, help=help, **kwargs)
+    return bundle(click.option("-o", "--output", "output", help=f"{help}  [required]", **kwargs),
+                  *(click.option(alias, "output", hidden=True, **kwargs) for alias in aliases))
+
+
+def require_output(output: str | None) -> str:
+    """``output`` of an :func:`output_option` with aliases; click's usage error (exit 2) when none was given."""
+    if output is None:
+        raise click.UsageError("Missing option '-o' / '--output'.")
+    return output
+
+
 class EscapingFormatter(logging.Formatter):
     """Control characters in messages (from file names, exception texts) are escaped before they reach a
     terminal: a name like ``\\x1b]0;...`` must not drive the operator's terminal."""

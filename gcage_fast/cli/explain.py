@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import click
 
-from gcage_fast.cli.common import THREADS_HELP, command, model_option, setup_logging
+from gcage_fast.cli.common import THREADS_HELP, command, model_option, output_file, output_option, setup_logging
 
 __all__ = ["explain"]
 
 
 @command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="PNG to write: the image with its patches and heatmaps, and a legend.")
+@output_option("PNG to write: the image with its patches and heatmaps, and a legend (missing parent directories "
+               "are created).", type=click.Path(dir_okay=False, path_type=str))
 @model_option()
 @click.option("--cam", "cams", default="gradcam", show_default=True,
               help="CAM method(s), comma list or 'all': gradcam, hirescam, xgradcam, gradcam++, layercam, "
@@ -33,7 +33,8 @@ __all__ = ["explain"]
 @click.option("--segmentation", type=click.Choice(["grid", "slic"]), default="grid", show_default=True,
               help="LIME superpixels (slic needs scikit-image).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of LIME and of the ROAD imputer.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), help="Write the numbers here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str),
+              help="Write the numbers here (missing parent directories are created).")
 @click.option("--backend", type=click.Choice(["auto", "ort", "torch"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Perturbed patches per engine call (ScoreCAM, LIME, metrics).")
@@ -47,8 +48,8 @@ def explain(image: str, output: str, model: str | None, cams: str, all_cams: boo
     Writes OUTPUT (PNG): the image with its selected patches outlined and each patch's heatmap overlaid (red =
     most evidence for the target), and a legend with the verdict, p_fake, the base detector's class
     probabilities and attribution, and per-patch scores. ScoreCAM, LIME and the metrics run their perturbed
-    patches through the engine in batches (ScoreCAM: one pass per channel of the CAM layer, about 20 s per
-    patch for the bundled model on 2 CPU cores).
+    patches through the engine in batches (ScoreCAM: one pass per channel of the CAM layer, about 11 s per
+    patch for the bundled model on 2 CPU cores, as measured in docs/images/explain-rocket-all-cams.json).
 
     \b
     Example:
@@ -61,6 +62,8 @@ def explain(image: str, output: str, model: str | None, cams: str, all_cams: boo
     from gcage_fast.explain.image import ExplainConfig, explain_image
 
     setup_logging(False)
+    output_file(output, "picture")
+    output_file(json_path, "JSON record")
     methods = parse_methods("all" if all_cams and cams == "gradcam" else cams)
     if all_cams and patch_index is None:
         patch_index = 0

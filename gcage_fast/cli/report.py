@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from gcage_fast.cli.common import command, emit_json, json_flag, setup_logging
+from gcage_fast.cli.common import (command, emit_json, json_flag, output_file, output_option, require_output,
+                                   setup_logging)
 
 __all__ = ["verify", "report"]
 
@@ -39,14 +40,14 @@ def verify(output: str, as_json: bool) -> None:
 
 
 @command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("-o", "--html", "html_path", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="HTML file to write.")
+@click.argument("scan_output", metavar="OUTPUT", type=click.Path(exists=True, file_okay=False, path_type=str))
+@output_option("HTML file to write (missing parent directories are created).", aliases=("--html",),
+               type=click.Path(dir_okay=False, path_type=str))
 @click.option("--top", "top_n", type=click.IntRange(min=0, max=1000), default=50, show_default=True,
               help="How many of the most suspicious images to show with thumbnails.")
 @click.option("--no-sources", is_flag=True,
               help="Never open the scanned files for thumbnails (only the scan's heatmaps and stored CAMs).")
-def report(output: str, html_path: str, top_n: int, no_sources: bool) -> None:
+def report(scan_output: str, output: str | None, top_n: int, no_sources: bool) -> None:
     """Write a self-contained HTML report of the scan output OUTPUT.
 
     One file, no scripts and no network: run summary (counts by status, verdict and error code, throughput,
@@ -62,7 +63,9 @@ def report(output: str, html_path: str, top_n: int, no_sources: bool) -> None:
     """
     from gcage_fast.report import write_report
 
+    html_path = require_output(output)
     setup_logging(True)
-    result = write_report(output, html_path, top_n, read_sources=not no_sources)
+    output_file(html_path, "report")
+    result = write_report(scan_output, html_path, top_n, read_sources=not no_sources)
     click.echo(f"{result.path}: {result.rows} rows, {result.thumbnails} thumbnails, "
                f"{result.bytes / 2**20:.1f} MiB in {result.seconds:.1f} s")

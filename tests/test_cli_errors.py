@@ -1,0 +1,179 @@
+"""Mistakes a new user makes get one `Error: ...` line on stderr (never a traceback) and the documented exit code:
+1 for a problem of the run, 2 for a usage mistake; and the commands name their options alike."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import genimages as gen
+from genoutput import synthetic_output
+from helpers import permissions_enforced, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def error_line(proc) -> str:
+    """The one ``Error: ...`` line of a failed command, checked to be the last line of stderr and the only one."""
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines, proc.stdout
+    assert sum(ln.startswith("Error:") for ln in lines) == 1, proc.stderr
+    assert lines[-1].startswith("Error:"), proc.stderr
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory):
+    """A small synthetic scan output (no scanning needed: the report reads its parts)."""
+    return synthetic_output(tmp_path_factory.mktemp("scan") / "out", 30, shard_size=10)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    if not permissions_enforced():
+        pytest.skip("running as root without setpriv: permissions are not enforced")
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    yield d
+    d.chmod(0o700)
+
+
+# ------------------------------------------------------------------------------- 1. unwritable file outputs
+UNWRITABLE = {  # -o value -> the message's tail after "Error: cannot ... the <what> <path>"
+    "proc": ("/proc/x.html", "cannot write the {what} /proc/x.html: No such file or directory"),
+    "proc-missing-dir": ("/proc/nope/x.html",
+                         "cannot create the directory of the {what} /proc/nope/x.html: No such file or directory"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNWRITABLE))
+def test_report_to_an_unwritable_path_is_one_error_line(scanned, case):
+    path, message = UNWRITABLE[case]
+    proc = run_cli("report", scanned, "-o", path, check=False)
+    assert proc.returncode == 1
+    assert error_line(proc) == "Error: " + message.format(what="report")
+
+
+def test_report_into_a_read_only_directory(scanned, read_only_dir):
+    target = read_only_dir / "r.html"
+    proc = run_cli("report", scanned, "-o", target, check=False)
+    assert proc.returncode == 1
+    assert error_line(proc) == f"Error: cannot write the report {target}: Permission denied"
+    sub = read_only_dir / "sub" / "r.html"
+    proc = run_cli("report", scanned, "-o", sub, check=False)
+    assert proc.returncode == 1
+    assert error_line(proc) == f"Error: cannot create the directory of the report {sub}: Permission denied"
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_report_creates_a_missing_parent_directory(scanned, tmp_path):
+    target = tmp_path / "new" / "dir" / "r.html"
+    proc = run_cli("report", scanned, "-o", target, "--top", "2", "--no-sources")
+    assert target.read_text().startswith("<!doctype html>")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["r.html"]  # no probe file left behind
+    assert proc.stderr == ""
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    return gen.save_image(tmp_path_factory.mktemp("img") / "a.jpg", 300, 300, 1)
+
+
+@pytest.mark.parametrize("case", sorted(UNWRITABLE))
+def test_explain_to_an_unwritable_path_is_one_error_line(image, tiny_model_dir, case):
+    path, message = UNWRITABLE[case]
+    png = path.replace(".html", ".png")
+    proc = run_cli("explain", image, "-o", png, "--model", tiny_model_dir, check=False)
+    assert proc.returncode == 1
+    assert error_line(proc) == "Error: " + message.replace("x.html", "x.png").format(what="picture")
+    proc = run_cli("explain", image, "-o", "/tmp/never-written.png", "--json", path.replace(".html", ".json"),
+                   "--model", tiny_model_dir, check=False)
+    assert proc.returncode == 1
+    assert error_line(proc) == "Error: " + message.replace("x.html", "x.json").format(what="JSON record")
+
+
+def test_explain_into_a_read_only_directory(image, tiny_model_dir, read_only_dir):
+    target = read_only_dir / "why.png"
+    proc = run_cli("explain", image, "-o", target, "--model", tiny_model_dir, check=False)
+    assert proc.returncode == 1
+    assert error_line(proc) == f"Error: cannot write the picture {target}: Permission denied"
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_explain_creates_missing_parent_directories(image, tiny_model_dir, tmp_path):
+    png, js = tmp_path / "a" / "why.png", tmp_path / "b" / "why.json"
+    run_cli("explain", image, "-o", png, "--json", js, "--model", tiny_model_dir, "--backend", "torch")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "patches" in json.loads(js.read_text())
+    assert sorted(p.name for p in png.parent.iterdir()) == ["why.png"]
+
+
+# ------------------------------------------------------------------------------- 5. an unfinished scan
+@pytest.mark.parametrize("state", ["running", "planning"])
+def test_report_of_an_unfinished_scan_does_not_claim_it_was_interrupted(tmp_path, state):
+    out = synthetic_output(tmp_path / "o", 30, shard_size=10)
+    run = json.loads((out / "run.json").read_text())
+    run["state"] = state
+    (out / "run.json").write_text(json.dumps(run))
+    (out / "commits" / "shard-00002.json").unlink()
+    run_cli("report", out, "-o", tmp_path / "r.html")
+    text = (tmp_path / "r.html").read_text()
+    assert (f"<p class=warn>This scan is <b>incomplete</b> (run.json state {state}): 20 of 30 planned inputs have "
+            "committed rows. It is still running, or it was interrupted (resume it with "
+            "<code>gcage-fast scan ... --resume</code>).</p>") in text
+
+
+def test_report_of_a_finished_scan_with_missing_parts_points_at_verify(tmp_path):
+    out = synthetic_output(tmp_path / "o", 30, shard_size=10)
+    (out / "commits" / "shard-00001.json").unlink()
+    run_cli("report", out, "-o", tmp_path / "r.html")
+    text = (tmp_path / "r.html").read_text()
+    assert ("(run.json state finished): 20 of 30 planned inputs have committed rows. Parts are missing from a "
+            "finished scan; <code>gcage-fast verify</code> says which.</p>") in text
+    assert "--resume" not in text
+
+
+# ------------------------------------------------------------------------------- 6. captions wrap at words
+def test_report_captions_wrap_on_word_boundaries(scanned, tmp_path):
+    run_cli("report", scanned, "-o", tmp_path / "r.html", "--top", "3", "--no-sources")
+    text = (tmp_path / "r.html").read_text()
+    css = re.search(r"<style>(.*?)</style>", text, re.S).group(1)
+    caption = re.search(r"figcaption\{([^}]*)\}", css).group(1).split(";")
+    assert "overflow-wrap:anywhere" in caption  # long unbroken file names still break
+    assert "word-break:break-all" not in css and "word-break" not in caption  # words are never split
+    assert text.count("<figcaption>") == 3
+
+
+# ------------------------------------------------------------------------------- 7. -o/--output everywhere
+def test_report_output_option_and_its_old_name(scanned, tmp_path):
+    for flag in ("-o", "--output", "--html"):
+        target = tmp_path / f"{flag.strip('-')}.html"
+        proc = run_cli("report", scanned, flag, target, "--top", "1", "--no-sources")
+        assert proc.stdout.startswith(f"{target}: 30 rows, 1 thumbnails, ")
+        assert target.read_text().startswith("<!doctype html>")
+    helptext = run_cli("report", "--help").stdout
+    assert "-o, --output FILE" in helptext and "--html" not in helptext
+    proc = run_cli("report", scanned, check=False)
+    assert proc.returncode == 2
+    assert error_line(proc) == "Error: Missing option '-o' / '--output'."
+
+
+@pytest.mark.parametrize("command", ["scan", "explain", "export", "init-model", "import-susy", "report",
+                                     "train-base", "calibrate"])
+def test_every_output_is_dash_o_output(command):
+    assert re.search(r"^\s+-o, --output ", run_cli(command, "--help").stdout, re.M), command
+
+
+# ------------------------------------------------------------------------------- 8. one ScoreCAM cost
+def test_scorecam_cost_agrees_with_its_measurement():
+    measured = json.loads((ROOT / "docs/images/explain-rocket-all-cams.json").read_text())
+    seconds = round(measured["patches"][0]["seconds"]["scorecam"])
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    helptext = " ".join(run_cli("explain", "--help").stdout.split())
+    assert f"one patch takes about {seconds} s with `scorecam`" in readme
+    assert f"about {seconds} s per patch for the bundled model on 2 CPU cores" in helptext
