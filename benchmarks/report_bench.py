@@ -48,7 +48,7 @@ def main() -> int:
         out = args.work / f"out-{n}"
         shutil.rmtree(out, ignore_errors=True)
         synthetic_output(out, n, heatmaps_for_top=args.top)
-        disk = sum(p.stat().st_size for p in (out / "parts").glob("*.parquet"))
+        disk = sum(p.stat().st_size for p in (out / "results").glob("*.parquet"))
         times, rss = [], 0
         html = args.work / f"report-{n}.html"
         for _ in range(args.repeat):

@@ -189,7 +189,7 @@ def main() -> int:
 
     import pyarrow.dataset as ds
 
-    table = ds.dataset(out / "parts", format="parquet").to_table(columns=["status", "error_code", "input_id"])
+    table = ds.dataset(out / "results", format="parquet").to_table(columns=["status", "error_code", "input_id"])
     got = Counter(zip(table["status"].to_pylist(), table["error_code"].to_pylist()))
     unique_ids = len(set(table["input_id"].to_pylist()))
     after = {p for p in args.work.rglob("*")}

@@ -25,7 +25,7 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
     rng = np.random.default_rng(seed)
     ev_rng = np.random.default_rng(seed + 1)
     od = OutputDir(out)
-    for d in (od.parts_dir, od.commits_dir, od.plan_dir):
+    for d in (od.results_dir, od.commits_dir, od.plan_dir):
         d.mkdir(parents=True, exist_ok=True)
     n_shards = -(-rows // shard_size)
     now = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -61,7 +61,8 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
         sources = [("metadata" if d else "model") if o else None for o, d in zip(ok, declared)]
         cols = {
             "input_id": ids, "path": paths, "path_bytes": [p.encode() for p in paths], "member": [None] * n,
-            "member_bytes": [None] * n, "member_index": [None] * n,
+            "member_bytes": [None] * n, "member_index": [None] * n, "locator": paths,
+            "input_root": ["/data/uploads"] * n, "relpath": [p.removeprefix("/data/uploads/") for p in paths],
             "size_bytes": rng.integers(10_000, 5_000_000, n).tolist(), "sha256": ids,
             "format": ["JPEG"] * n, "width": [1024] * n, "height": [768] * n, "mode": ["RGB"] * n,
             "n_frames": [1] * n, "frames_scanned": [1] * n, "status": status.tolist(),
@@ -75,6 +76,9 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
             "threshold": [0.5 if o else None for o in ok],
             "base_p_fake": [float(v) if o else None for v, o in zip(base, ok)],
             "base_probs": [[float(1 - v), float(v)] if o else None for v, o in zip(base, ok)],
+            "base_class_probs": [[("authentic", float(1 - v)), ("synthetic", float(v))] if o else None
+                                 for v, o in zip(base, ok)],
+            "heatmap_path": [None] * n,
             "attribution": [("synthetic" if v >= 0.5 else "authentic") if o else None for v, o in zip(base, ok)],
             "patches": patches, "model_id": ["synthetic@1"] * n, "model_sha256": ["0" * 64] * n,
             "backend": ["ort:CPUExecutionProvider"] * n, "cam_method": ["gradcam"] * n, "cam_target": ["fake"] * n,
@@ -86,7 +90,7 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
         all_pf.append(np.where(ok, p_fake, -1.0))
         all_ids += ids
     run = {
-        "run_id": "synthetic", "state": "finished", "attempts": 1, "schema_version": 3,
+        "run_id": "synthetic", "state": "finished", "attempts": 1, "schema_version": 4,
         "started_at": "2026-11-01T00:00:00+00:00", "finished_at": "2026-11-01T01:00:00+00:00",
         "plan": {"n_inputs": rows, "n_shards": n_shards, "shard_size": shard_size},
         "model": {"id": "synthetic@1", "sha256": "0" * 64, "class_names": ["authentic", "synthetic"]},

@@ -35,7 +35,7 @@ FLOAT_TOL = 1e-5
 #: Columns that legitimately differ between two runs.
 VOLATILE = ("run_id", "scanned_at")
 #: Columns that carry the scanned root's absolute path.
-PATH_COLUMNS = ("path", "path_bytes")
+PATH_COLUMNS = ("path", "path_bytes", "locator", "input_root")
 
 
 def make_mixed_tree(root: Path) -> Path:
@@ -88,6 +88,9 @@ def normalise(rows: list[dict], root: Path) -> list[dict]:
         r["input_id_is_locator_hash"] = r.pop("input_id") == input_id(r["path_bytes"], r["member_bytes"],
                                                                        r["member_index"])
         r["path"] = r["path"].removeprefix(prefix)
+        for col in ("locator", "input_root"):  # schema 4: absolute too
+            if col in r:
+                r[col] = "<root>" if r[col] == prefix.rstrip("/") else r[col].removeprefix(prefix)
         r["path_bytes"] = bytes(r["path_bytes"]).removeprefix(os.fsencode(prefix)).decode("utf-8", "replace")
         if r.get("member_bytes") is not None:
             r["member_bytes"] = bytes(r["member_bytes"]).decode("utf-8", "replace")

@@ -39,8 +39,8 @@ def run_cli(*args, env=None, check=True, drop_dac=True, timeout=600, input=None)
 
 
 def read_rows(out_dir, columns=None):
-    """All rows of a scan output as a list of dicts (pyarrow.dataset over parts/)."""
-    return ds.dataset(Path(out_dir) / "parts", format="parquet").to_table(columns=columns).to_pylist()
+    """All rows of a scan output as a list of dicts (pyarrow.dataset over results/)."""
+    return ds.dataset(Path(out_dir) / "results", format="parquet").to_table(columns=columns).to_pylist()
 
 
 def pool_double(x: int) -> int:

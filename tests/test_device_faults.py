@@ -148,7 +148,7 @@ def test_sticky_fault_stops_the_run_and_resume_finishes_it(tiny_model_dir, tmp_p
     with pytest.raises(DeviceFault):
         scan(cfg)
     monkeypatch.undo()
-    done = len(read_rows(tmp_path / "out")) if (tmp_path / "out" / "parts").is_dir() else 0
+    done = len(read_rows(tmp_path / "out")) if (tmp_path / "out" / "results").is_dir() else 0
     assert done < 6
     import dataclasses
 

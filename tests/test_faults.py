@@ -22,7 +22,7 @@ def test_disk_full_is_a_run_level_error(tmp_path, tiny_model_dir):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1] == (f"Error: cannot write shard 1 to {out}: No space left on device "
                                                    "(GCAGE_FAULT_AT)")
-    assert sorted(p.name for p in (out / "parts").iterdir()) == ["shard-00000.parquet"]  # nothing partial
+    assert sorted(p.name for p in (out / "results").iterdir()) == ["shard-00000.parquet"]  # nothing partial
     assert sorted(p.name for p in (out / "commits").iterdir()) == ["shard-00000.json"]
     run_cli(*args, "--resume")
     assert len(read_rows(out)) == 12

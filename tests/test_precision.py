@@ -268,7 +268,7 @@ def test_device_cuda_without_gpu_is_an_error(tiny_model_dir, tmp_path):
     assert res.stderr.strip().splitlines()[-1] == (
         "Error: --device cuda was requested but no CUDA GPU is visible (torch.cuda.is_available() is False: no GPU, "
         "no driver, or a CPU build of torch); use --device cpu")
-    assert "Traceback" not in res.stderr and not (tmp_path / "out" / "parts").exists()
+    assert "Traceback" not in res.stderr and not (tmp_path / "out" / "results").exists()
 
 
 # ----------------------------------------------------------------------------------------------- scans

@@ -72,7 +72,7 @@ def _scan(src, out, model, *extra):
 
 
 def _sql(out, query):
-    return duckdb.sql(query.replace("PARTS", f"read_parquet('{out}/parts/*.parquet')")).fetchall()
+    return duckdb.sql(query.replace("PARTS", f"read_parquet('{out}/results/*.parquet')")).fetchall()
 
 
 def test_mixed_scan_with_the_test_anchor(mixed, tmp_path, tiny_model_dir):

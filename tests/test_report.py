@@ -91,7 +91,7 @@ def test_report_structure_and_numbers(scanned, tmp_path):
     assert "decode.corrupt" in text
     assert "uncertain</div>" not in text and "uncertain band" not in text  # no band: no third verdict's card or row
     data = collect(scanned, 5)
-    table = pads.dataset(scanned / "parts").to_table()
+    table = pads.dataset(scanned / "results").to_table()
     assert data.status == {"ok": 9, "error": 1}
     assert sum(data.hist_p_fake) == 9 and sum(data.verdicts.values()) == 9
     assert [r["p_fake"] for r in data.top] == sorted(

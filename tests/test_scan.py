@@ -78,7 +78,7 @@ def test_rows_are_complete_and_fail_closed(scanned):
 
 def test_dataset_queries(scanned):
     out, expected, _ = scanned
-    dataset = ds.dataset(out / "parts", format="parquet")
+    dataset = ds.dataset(out / "results", format="parquet")
     assert dataset.schema.remove_metadata().equals(ROW_SCHEMA.remove_metadata())
     table = dataset.to_table()
     # SELECT status, count(*) FROM parts GROUP BY status
@@ -98,7 +98,7 @@ def test_verify_passes_and_commit_markers(scanned):
     res = run_cli("verify", out)
     assert res.stdout.startswith(f"OK: {out}: {len(expected)}/{len(expected)} rows")
     markers = sorted((out / "commits").glob("shard-*.json"))
-    assert len(markers) == len(list((out / "parts").glob("*.parquet"))) == -(-len(expected) // 64)
+    assert len(markers) == len(list((out / "results").glob("*.parquet"))) == -(-len(expected) // 64)
     run = json.loads((out / "run.json").read_text())
     assert run["state"] == "finished" and run["plan"]["n_inputs"] == len(expected)
     assert run["engine"]["base"]["providers_active"] == ["CPUExecutionProvider"]

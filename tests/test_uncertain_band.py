@@ -231,7 +231,7 @@ def test_duckdb_and_report_count_uncertain_rows(banded, band_scan, tmp_path):
     assert f"uncertain from {u:.3f}</text>" in text
     duckdb = pytest.importorskip("duckdb", reason="duckdb is in the dev extra")
     con = duckdb.connect()
-    parts = str(out / "parts" / "*.parquet")
+    parts = str(out / "results" / "*.parquet")
     got = dict(con.execute(f"select verdict, count(*) from '{parts}' where status = 'ok' group by all").fetchall())
     assert got == expected
     queries = outline(html_path).pre

@@ -48,7 +48,7 @@ def test_missing_marker(copy):
 
 
 def test_altered_part(copy):
-    part = copy / "parts" / "shard-00000.parquet"
+    part = copy / "results" / "shard-00000.parquet"
     data = bytearray(part.read_bytes())
     data[100] ^= 0xFF
     part.write_bytes(bytes(data))
@@ -57,7 +57,7 @@ def test_altered_part(copy):
 
 
 def _rewrite(copy, shard, fn):
-    part = copy / "parts" / f"shard-{shard:05d}.parquet"
+    part = copy / "results" / f"shard-{shard:05d}.parquet"
     table = fn(pq.read_table(part))
     pq.write_table(table, part)
     marker_path = copy / "commits" / f"shard-{shard:05d}.json"
@@ -82,14 +82,14 @@ def test_scores_on_error_rows_are_flagged(copy):
         return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
     shard = next(s for s in range(3) if "error" in pq.read_table(
-        copy / "parts" / f"shard-{s:05d}.parquet").column("status").to_pylist())
+        copy / "results" / f"shard-{s:05d}.parquet").column("status").to_pylist())
     _rewrite(copy, shard, leak)
     assert f"shard {shard}: 1 rows with status != ok have a non-null p_fake" in verify_output(copy).problems
 
 
 def test_leftover_temp_and_cli_exit_code(copy):
-    (copy / "parts" / "shard-00002.parquet.tmp-abc").write_bytes(b"")
+    (copy / "results" / "shard-00002.parquet.tmp-abc").write_bytes(b"")
     res = run_cli("verify", copy, check=False)
     assert res.returncode == 1
     assert res.stdout.startswith(f"FAILED: {copy}: 10/10 rows")
-    assert "temporary file left behind: parts/shard-00002.parquet.tmp-abc" in res.stdout
+    assert "temporary file left behind: results/shard-00002.parquet.tmp-abc" in res.stdout

@@ -36,6 +36,7 @@ from gcage_fast.calibration.threshold import (ThresholdChoice, allowed_false_pos
                                               fpr_threshold, reals_needed)
 from gcage_fast.errors import ConfigError, InputError, ModelError, OutputError
 from gcage_fast.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
+from gcage_fast.output.outdir import OutputDir
 
 __all__ = ["CalibrationConfig", "calibrate", "CALIBRATION_FILE", "CALIBRATION_VERSION", "MAP_NOTE", "SUFFIX"]
 
@@ -132,7 +133,7 @@ def _scores(cfg: CalibrationConfig, model_path: Path, ref: set[bytes], ai: set[b
         out = Path(tmp) / "scan"
         summary = scan(cfg.scan_config(inputs, str(out), model=str(model_path),
                                        shard_size=max(1, len(ref) + len(ai))))
-        table = pads.dataset(out / "parts", format="parquet").to_table(
+        table = pads.dataset(OutputDir(out).results_dir, format="parquet").to_table(
             columns=["path_bytes", "status", "error_code", "p_fake"])
     scores: dict[str, list[float]] = {"real": [], "ai": []}
     unscanned: dict[str, Counter[str]] = {"real": Counter(), "ai": Counter()}

@@ -36,9 +36,9 @@ def cli() -> None:
 
     \b
     Example:
-      gcage-fast scan photos/ -o results/
-      gcage-fast verify results/
-      duckdb -c "select path, p_fake from 'results/parts/*.parquet' order by p_fake desc limit 20"
+      gcage-fast scan photos/ -o out/
+      gcage-fast verify out/
+      duckdb -c "select locator, p_fake from 'out/results/*.parquet' order by p_fake desc limit 20"
     """
 
 

@@ -46,6 +46,7 @@ from gcage_fast.log import logger
 from gcage_fast.evaluation.metrics import BAND_KEYS, FLAG_RATES, band_report, binary_report, flag_rate_report
 from gcage_fast.ingest.perturb import parse_perturbations
 from gcage_fast.scoring.aggregate import model_verdict
+from gcage_fast.output.outdir import OutputDir
 
 __all__ = ["EvalConfig", "EvalOptions", "evaluate", "markdown_table", "METRIC_KEYS", "RATE_KEYS", "UNCERTAIN_KEYS"]
 
@@ -209,7 +210,7 @@ def evaluate(opts: EvalConfig, progress: Callable[[str], None] | None = None) ->
                 summary = scan(opts.scan_config(str(listing), str(out), k, None if p.name == "none" else p.label,
                                                 model=str(model.path), shard_size=max(1, len(ds.items))))
                 backend_label = summary.backend
-                table = pads.dataset(out / "parts", format="parquet").to_table(
+                table = pads.dataset(OutputDir(out).results_dir, format="parquet").to_table(
                     columns=["path_bytes", "status", "p_fake", "base_p_fake", "verdict_source"])
                 rows = {r["path_bytes"]: r for r in table.to_pylist()}
                 decided.setdefault(p.label, {})[str(k)] = _decided_by(ds.items, rows)

@@ -4,11 +4,14 @@ Layout (DESIGN.md §5)::
 
     OUT/run.json                    config, versions, model, backend, plan summary
     OUT/plan/plan.json              plan summary: inputs, shard size, sha256 of every plan shard
-    OUT/plan/shard-NNNNN.parquet    the sorted inputs of each shard
-    OUT/parts/shard-NNNNN.parquet   results, published by rename
+    OUT/plan/shard-NNNNN.arrow      the sorted inputs of each shard (Arrow IPC, so no *.parquet glob sees it)
+    OUT/results/shard-NNNNN.parquet results, published by rename: the result set is OUT/results
     OUT/commits/shard-NNNNN.json    commit markers, written last
     OUT/heatmaps/xx/<input_id>.png  optional overlays
     OUT/.lock                       held (flock) while a scan writes
+
+Outputs of schema versions 2 and 3 kept their results in ``OUT/parts/`` and their plan as ``*.parquet``; reading
+(verify, report, eval) finds either.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from gcage_fast.output.schema import PLAN_SCHEMA, SCHEMA_VERSION
 
 __all__ = ["OutputDir", "PlanEntry", "PlanInput", "shard_name"]
 
-_OURS = ("run.json", "plan", "parts", "commits", "heatmaps")
+_OURS = ("run.json", "plan", "results", "parts", "commits", "heatmaps")
+#: Where results live: ``results`` (schema 4 on), ``parts`` (older outputs).
+RESULTS, LEGACY_RESULTS = "results", "parts"
 
 
 class PlanInput(Protocol):
@@ -82,8 +87,18 @@ class OutputDir:
         return self.path / "plan"
 
     @property
-    def parts_dir(self) -> Path:
-        return self.path / "parts"
+    def results_dir(self) -> Path:
+        """``OUT/results`` (or ``OUT/parts`` of an output written before schema 4): the result set, and nothing
+        else in it is Parquet."""
+        legacy = self.path / LEGACY_RESULTS
+        if legacy.is_dir() and not (self.path / RESULTS).is_dir():
+            return legacy
+        return self.path / RESULTS
+
+    def plan_path(self, shard: int) -> Path:
+        arrow = self.plan_dir / f"{shard_name(shard)}.arrow"
+        legacy = self.plan_dir / f"{shard_name(shard)}.parquet"
+        return legacy if legacy.is_file() and not arrow.is_file() else arrow
 
     @property
     def commits_dir(self) -> Path:
@@ -94,7 +109,7 @@ class OutputDir:
         return self.path / "heatmaps"
 
     def part_path(self, shard: int) -> Path:
-        return self.parts_dir / f"{shard_name(shard)}.parquet"
+        return self.results_dir / f"{shard_name(shard)}.parquet"
 
     def commit_path(self, shard: int) -> Path:
         return self.commits_dir / f"{shard_name(shard)}.json"
@@ -180,7 +195,7 @@ class OutputDir:
         self.close()
 
     def make_dirs(self) -> None:
-        for d in (self.plan_dir, self.parts_dir, self.commits_dir):
+        for d in (self.plan_dir, self.results_dir, self.commits_dir):
             d.mkdir(exist_ok=True)
 
     # ---- run.json
@@ -195,7 +210,7 @@ class OutputDir:
 
     # ---- plan
     def write_plan(self, refs: list[PlanInput], shard_size: int, tag: str) -> dict[str, Any]:
-        """Freeze the plan: one Parquet file per shard, then plan.json (written last)."""
+        """Freeze the plan: one Arrow IPC file per shard, then plan.json (written last)."""
         self.plan_dir.mkdir(exist_ok=True)
         shards = []
         for shard, start in enumerate(range(0, max(len(refs), 1), shard_size)):
@@ -214,9 +229,10 @@ class OutputDir:
                 "preset_code": [r.preset[1] if r.preset else None for r in chunk],
                 "preset_detail": [r.preset[2] if r.preset else None for r in chunk],
             }, schema=PLAN_SCHEMA)
-            path = self.plan_dir / f"{shard_name(shard)}.parquet"
+            path = self.plan_dir / f"{shard_name(shard)}.arrow"
             sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
+            with pa.ipc.new_file(sink, PLAN_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+                writer.write_table(table)
             atomic_write_bytes(path, sink.getvalue().to_pybytes(), tag=tag)
             shards.append({"shard": shard, "rows": len(chunk), "sha256": sha256_file(path)})
         info = {"schema_version": SCHEMA_VERSION, "n_inputs": len(refs), "shard_size": shard_size,
@@ -232,10 +248,14 @@ class OutputDir:
             raise OutputError(f"cannot read the plan {path}: {exc}") from None
 
     def read_plan_shard(self, shard: int, expected_sha256: str | None = None) -> list[PlanEntry]:
-        path = self.plan_dir / f"{shard_name(shard)}.parquet"
+        path = self.plan_path(shard)
         if expected_sha256 is not None and (not path.is_file() or sha256_file(path) != expected_sha256):
             raise OutputError(f"plan file {path} is missing or does not match plan.json")
-        t = pq.read_table(path).to_pydict()
+        if path.suffix == ".parquet":  # an output written before schema 4
+            t = pq.read_table(path).to_pydict()
+        else:
+            with pa.memory_map(str(path)) as source:
+                t = pa.ipc.open_file(source).read_all().to_pydict()
         return [
             PlanEntry(t["index"][i], t["input_id"][i], t["path"][i], t["path_bytes"][i], t["member_bytes"][i],
                       None if t["preset_status"][i] is None
@@ -270,14 +290,14 @@ class OutputDir:
         """Delete temp files and parts/markers of shards that are not committed. Returns the number removed."""
         removed = 0
         heat_dirs = [d for d in self.heatmaps_dir.iterdir() if d.is_dir()] if self.heatmaps_dir.is_dir() else []
-        for d in (self.parts_dir, self.commits_dir, self.plan_dir, *heat_dirs):
+        for d in (self.results_dir, self.commits_dir, self.plan_dir, *heat_dirs):
             if not d.is_dir():
                 continue
             for p in d.iterdir():
                 if ".tmp-" in p.name:
                     p.unlink(missing_ok=True)
                     removed += 1
-        for d, suffix in ((self.parts_dir, ".parquet"), (self.commits_dir, ".json")):
+        for d, suffix in ((self.results_dir, ".parquet"), (self.commits_dir, ".json")):
             if not d.is_dir():
                 continue
             for p in d.iterdir():

@@ -1,6 +1,6 @@
 """Sharded Parquet output with atomic commits (RELIABILITY.md §2.0).
 
-For each shard: write ``parts/shard-NNNNN.parquet.tmp-<run>`` (one row group, zstd), close it and check the
+For each shard: write ``results/shard-NNNNN.parquet.tmp-<run>`` (one row group, zstd), close it and check the
 close, fsync, rename to the final name, fsync the directory, then write ``commits/shard-NNNNN.json`` last. A shard
 without a valid marker is garbage and is redone on resume.
 """
@@ -63,7 +63,7 @@ def commit_shard(out: OutputDir, shard: int, rows: list[dict[str, Any]], *, run_
             "schema_version": SCHEMA_VERSION,
             "shard": shard,
             "rows": table.num_rows,
-            "part": f"parts/{final.name}",
+            "part": f"{final.parent.name}/{final.name}",
             "bytes": final.stat().st_size,
             "sha256": sha256_file(final),
             "input_ids_sha256": sha256_bytes("\n".join(table.column("input_id").to_pylist()).encode()),

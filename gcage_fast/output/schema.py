@@ -1,8 +1,11 @@
-"""Output schema, version 3: one row per planned input. The only place columns are defined.
+"""Output schema, version 4: one row per planned input. The only place columns are defined.
 
 Version 2 added ``member_index``, ``flags``, ``trailing_bytes`` and ``exif_orientation`` to version 1; version 3
 added the provenance columns ``evidence``, ``c2pa`` and ``verdict_source`` (``verdict`` became the fused verdict;
-``p_fake`` stays the model's own score).
+``p_fake`` stays the model's own score); version 4 added ``locator``, ``input_root``, ``relpath``,
+``base_class_probs`` and ``heatmap_path``, and moved the results from ``OUT/parts/`` to ``OUT/results/`` (the
+plan became Arrow IPC files, so ``OUT/**/*.parquet`` is the result set). :data:`ROW_SCHEMAS` keeps the columns
+of every version, so verify and report still read older outputs.
 
 Scores are null unless ``status = ok`` (fail closed: an unscanned file never looks clean).
 """
@@ -11,10 +14,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "PATCH_TYPE", "EVIDENCE_TYPE", "C2PA_TYPE", "PLAN_SCHEMA", "STATUSES",
+__all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "ROW_SCHEMAS", "ADDED", "PATCH_TYPE", "EVIDENCE_TYPE", "C2PA_TYPE", "PLAN_SCHEMA", "STATUSES",
            "SCORE_COLUMNS"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("ok", "error", "skipped")
 CAM_VALUES = 49  # 7×7 CAM per patch, min-max normalised and quantised to uint8
 
@@ -57,6 +60,11 @@ _FIELDS = [
     ("member", pa.string(), True, "archive member (display form), null for plain files"),
     ("member_bytes", pa.binary(), True, "raw archive member name"),
     ("member_index", pa.int32(), True, "position of the member in its archive"),
+    ("locator", pa.string(), False, "where the input is, in one string: path, or path!member for archive members "
+     "(display forms, escaped as path is)"),
+    ("input_root", pa.string(), False, "the scanned directory the input was found under (display form); for a file "
+     "named directly, its directory"),
+    ("relpath", pa.string(), False, "the locator relative to input_root (path!member for archive members)"),
     ("size_bytes", pa.int64(), True, "bytes read"),
     ("sha256", pa.string(), True, "sha256 of the file content"),
     ("format", pa.string(), True, "format detected from content (JPEG, PNG, ...)"),
@@ -88,9 +96,14 @@ _FIELDS = [
      "(--verdict-policy)"),
     ("threshold", pa.float64(), True, "threshold used for the verdict"),
     ("base_p_fake", pa.float64(), True, "base detector: 1 - mean P(authentic) over patches"),
-    ("base_probs", pa.list_(pa.float64()), True, "base detector: mean class probabilities over patches"),
+    ("base_probs", pa.list_(pa.float64()), True, "base detector: mean class probabilities over patches, in the "
+     "model's class order (base_class_probs has them by name)"),
+    ("base_class_probs", pa.map_(pa.string(), pa.float64()), True, "base detector: mean probability per class "
+     "name, e.g. base_class_probs['authentic']"),
     ("attribution", pa.string(), True, "base detector: most likely class of the mean probabilities"),
     ("patches", pa.list_(PATCH_TYPE), True, "per patch: x, y, contrast, p_fake, probs, cam (49 uint8)"),
+    ("heatmap_path", pa.string(), True, "the heatmap overlay of this row relative to the output directory "
+     "(heatmaps/xx/<input_id>.<ext>); null when none was written"),
     ("model_id", pa.string(), False, "model name@version"),
     ("model_sha256", pa.string(), False, "sha256 of the model spec (covers the weights)"),
     ("backend", pa.string(), False, "what ran, e.g. ort:CPUExecutionProvider or torch:cpu"),
@@ -102,13 +115,28 @@ _FIELDS = [
 ]
 
 #: Columns that are null unless status = ok.
-SCORE_COLUMNS = ("p_fake", "verdict", "verdict_source", "threshold", "base_p_fake", "base_probs", "attribution", "patches",
-                 "n_patches_scanned")
+SCORE_COLUMNS = ("p_fake", "verdict", "verdict_source", "threshold", "base_p_fake", "base_probs", "base_class_probs",
+                 "attribution", "patches", "n_patches_scanned", "heatmap_path")
 
 ROW_SCHEMA = pa.schema(
     [pa.field(name, typ, nullable=nullable, metadata={"description": doc}) for name, typ, nullable, doc in _FIELDS],
     metadata={"gcage_fast.schema_version": str(SCHEMA_VERSION)},
 )
+
+#: The columns each schema version added (what an older output lacks).
+ADDED = {4: ("locator", "input_root", "relpath", "base_class_probs", "heatmap_path"),
+         3: ("evidence", "c2pa", "verdict_source")}
+
+
+def _row_schema(version: int) -> pa.Schema:
+    """The row schema of an older version: this one without the columns added since."""
+    gone = {name for v, names in ADDED.items() if v > version for name in names}
+    return pa.schema([f for f in ROW_SCHEMA if f.name not in gone],
+                     metadata={"gcage_fast.schema_version": str(version)})
+
+
+#: Row schema per version that verify and report accept (2 and 3: outputs of earlier releases).
+ROW_SCHEMAS = {v: _row_schema(v) for v in (2, 3, SCHEMA_VERSION)}
 
 PLAN_SCHEMA = pa.schema([
     pa.field("index", pa.int64(), nullable=False),

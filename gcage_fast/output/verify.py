@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from gcage_fast.errors import OutputError
 from gcage_fast.hashing import sha256_file
 from gcage_fast.output.outdir import OutputDir
-from gcage_fast.output.schema import ROW_SCHEMA, SCORE_COLUMNS
+from gcage_fast.output.schema import ROW_SCHEMAS, SCORE_COLUMNS
 
 __all__ = ["VerifyReport", "verify_output"]
 
@@ -85,8 +85,11 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
         except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt part
             problem(f"shard {shard}: {part.name} is unreadable: {exc}")
             continue
-        if not table.schema.equals(ROW_SCHEMA, check_metadata=False):
-            problem(f"shard {shard}: schema differs from schema v1")
+        version = int((table.schema.metadata or {}).get(b"gcage_fast.schema_version", b"0") or 0)
+        expected = ROW_SCHEMAS.get(version)
+        if expected is None or not table.schema.equals(expected, check_metadata=False):
+            known = ", ".join(f"v{v}" for v in ROW_SCHEMAS)
+            problem(f"shard {shard}: schema differs from output schema v{version} (this version reads {known})")
             continue
         report.n_committed += 1
         report.n_rows += table.num_rows
@@ -103,16 +106,16 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
                     f"{len(dup)} duplicated)")
         status.update(table.column("status").to_pylist())
         not_ok = pc.not_equal(table.column("status"), "ok")
-        for col in SCORE_COLUMNS:
+        for col in (c for c in SCORE_COLUMNS if c in table.column_names):
             leaked = pc.sum(pc.and_(not_ok, pc.is_valid(table.column(col)))).as_py() or 0
             if leaked:
                 problem(f"shard {shard}: {leaked} rows with status != ok have a non-null {col}")
-    for d in (out.parts_dir, out.commits_dir):
+    for d in (out.results_dir, out.commits_dir):
         if d.is_dir():
             for p in d.iterdir():
                 if ".tmp-" in p.name:
                     problem(f"temporary file left behind: {p.relative_to(out.path)}")
-                elif d == out.parts_dir and p.name not in expected_names:
+                elif d == out.results_dir and p.name not in expected_names:
                     problem(f"unplanned part: {p.relative_to(out.path)}")
     report.status = dict(status)
     return report

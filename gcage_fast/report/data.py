@@ -52,7 +52,7 @@ class ReportData:
 
     @property
     def parts_glob(self) -> str:
-        return str(self.out / "parts" / "*.parquet")
+        return str(OutputDir(self.out).results_dir / "*.parquet")
 
 
 def _counts(column: pa.ChunkedArray) -> dict[str, int]:

@@ -54,6 +54,7 @@ class RunContext:
     #: from the configuration and ``$GCAGE_KERNEL_IMPL``, so a step in another process does not read its own
     #: environment.
     full_image: bool
+    class_names: tuple[str, ...] = ()  # the model's classes, in the order of base_probs
 
     @property
     def preview_max(self) -> int:

@@ -11,6 +11,7 @@ from gcage_fast.ingest.prepare import Prepared
 from gcage_fast.ingest.sources import display_path
 from gcage_fast.output.outdir import PlanEntry
 from gcage_fast.scanning.context import RunContext
+from gcage_fast.scanning.locator import locate
 from gcage_fast.scoring.base import ImageScore
 
 __all__ = ["build_row"]
@@ -24,9 +25,11 @@ def _evidence(ctx: RunContext, prep: Prepared) -> list[dict[str, Any]] | None:
 
 
 def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
-              score: ImageScore | None) -> dict[str, Any]:
-    """The row of ``entry``; the score columns stay empty without a score (the input was not scored)."""
+              score: ImageScore | None, heatmap_path: str | None = None) -> dict[str, Any]:
+    """The row of ``entry``; the score columns stay empty without a score (the input was not scored).
+    ``heatmap_path``: the overlay written for it, relative to the output directory."""
     member = entry.member_bytes
+    where, root, relpath = locate(entry.path_bytes, member, ctx.config.inputs)
     row: dict[str, Any] = {
         "input_id": entry.input_id,
         "path": entry.path,
@@ -34,6 +37,9 @@ def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
         "member": None if member is None else display_path(member),
         "member_bytes": member,
         "member_index": entry.member_index,
+        "locator": where,
+        "input_root": root,
+        "relpath": relpath,
         "size_bytes": prep.size_bytes,
         "sha256": prep.sha256,
         "format": prep.format,
@@ -72,7 +78,10 @@ def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
             "threshold": ctx.threshold,
             "base_p_fake": score.base_p_fake,
             "base_probs": score.base_probs.tolist(),
+            "base_class_probs": (list(zip(ctx.class_names, score.base_probs.tolist()))
+                                 if len(ctx.class_names) == len(score.base_probs) else None),
             "attribution": score.attribution,
+            "heatmap_path": heatmap_path,
             "patches": [
                 {"x": int(x), "y": int(y), "contrast": float(c), "p_fake": float(p), "probs": pr.tolist(),
                  "cam": cam.tolist()}

@@ -206,6 +206,10 @@ def open_run(setup: Setup, out: OutputDir, refs: list[InputRef] | None, pair: Ru
     backend_label = pair.base.info.label
     if resumed:
         previous = out.read_run()
+        if previous.get("schema_version") != SCHEMA_VERSION:
+            raise ConfigError(f"cannot resume: {out.path} was written with output schema "
+                              f"v{previous.get('schema_version')} and this version writes v{SCHEMA_VERSION}; "
+                              "scan into a new directory, or --overwrite")
         _check_resume(previous.get("fingerprint", {}), setup.fingerprint)
         run_id = previous["run_id"]
         attempts = int(previous.get("attempts", 0)) + 1
@@ -248,7 +252,7 @@ def open_run(setup: Setup, out: OutputDir, refs: list[InputRef] | None, pair: Ru
     ctx = RunContext(config=config, output=str(out.path), run_id=run_id, model_id=spec.model_id,
                      model_sha256=spec.sha256, backend=backend_label, cam_method=setup.options.cam_method,
                      cam_target=setup.options.cam_target, threshold=r["threshold"], top_k=r["top_k"],
-                     full_image=uses_device_path(config))
+                     full_image=uses_device_path(config), class_names=tuple(spec.class_names))
     return Run(out, info, plan, resumed, committed, pending, ctx, setup)
 
 

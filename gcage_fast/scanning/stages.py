@@ -130,6 +130,7 @@ def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iter
     items: list[tuple[PlanEntry, Prepared]] = []
     batch: list[tuple[PlanEntry, Prepared]] = []
     scores: dict[int, ImageScore] = {}
+    heat_paths: dict[int, str] = {}  # the heatmap_path column: only overlays actually written
     n_heatmaps = 0
 
     def flush() -> None:
@@ -145,6 +146,7 @@ def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iter
                 continue
             if score.heat is not None and prep.preview is not None:  # only with --heatmaps png
                 _write_heatmap(out, entry, prep, score, ctx.run_id)
+                heat_paths[prep.index] = out.heatmap_path(entry.input_id).relative_to(out.path).as_posix()
                 n_heatmaps += 1
             # Decoded pixels are released as soon as they are scored: memory does not grow with the shard size.
             score.heat = prep.patches = prep.image = prep.preview = None
@@ -158,7 +160,8 @@ def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iter
             if sum(p.n_patches for _, p in batch) >= ctx.config.batch_size:
                 flush()
     flush()
-    rows = [build_row(ctx, spec.shard, entry, prep, scores.pop(prep.index, None)) for entry, prep in items]
+    rows = [build_row(ctx, spec.shard, entry, prep, scores.pop(prep.index, None), heat_paths.get(prep.index))
+            for entry, prep in items]
     return ScoredShard(spec.shard, rows, n_heatmaps)
 
 
