@@ -177,3 +177,102 @@ def test_scorecam_cost_agrees_with_its_measurement():
     helptext = " ".join(run_cli("explain", "--help").stdout.split())
     assert f"one patch takes about {seconds} s with `scorecam`" in readme
     assert f"about {seconds} s per patch for the bundled model on 2 CPU cores" in helptext
+
+
+# ------------------------------------------------------------------------------- 2. --resume with --overwrite
+def test_resume_and_overwrite_together_is_a_usage_error(image, tiny_model_dir, tmp_path):
+    proc = run_cli("scan", image, "-o", tmp_path / "out", "--model", tiny_model_dir, "--resume", "--overwrite",
+                   check=False)
+    assert proc.returncode == 2
+    assert error_line(proc) == ("Error: --resume and --overwrite exclude each other: --resume continues the scan "
+                                "in OUTPUT, --overwrite deletes it and starts again; give one")
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------- 3. no inputs at all
+def test_scan_without_inputs_is_a_usage_error(tiny_model_dir, tmp_path):
+    proc = run_cli("scan", "-o", tmp_path / "out", "--model", tiny_model_dir, check=False)
+    assert proc.returncode == 2
+    assert error_line(proc) == ("Error: no inputs: name files, directories or archives to scan (INPUTS), or give "
+                                "--from-list FILE ('-' for standard input)")
+    assert proc.stderr.startswith("Usage: gcage-fast scan [OPTIONS] [INPUTS]...")
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------- 4, 9. what a scan found
+@pytest.fixture(scope="module")
+def mixed_scan(tiny_model_dir, tmp_path_factory):
+    """One good image, one truncated (error row), one too small with --small-images skip (skipped row)."""
+    root = tmp_path_factory.mktemp("mixed")
+    src = root / "in"
+    gen.save_image(src / "good.jpg", 300, 300, 1)
+    gen.truncated(src / "broken.png", "PNG", 2)
+    gen.save_image(src / "tiny.jpg", 100, 100, 3)
+    proc = run_cli("scan", src, "-o", root / "out", "--model", tiny_model_dir, "--small-images", "skip",
+                   "--workers", "1", "--backend", "torch")
+    return proc, read_codes(root / "out")
+
+
+def read_codes(out):
+    from helpers import read_rows
+
+    codes = {"error": {}, "skipped": {}}
+    for r in read_rows(out, ["status", "error_code"]):
+        if r["status"] != "ok":
+            codes[r["status"]][r["error_code"]] = codes[r["status"]].get(r["error_code"], 0) + 1
+    return codes
+
+
+def test_summary_lists_error_and_skipped_codes_apart(mixed_scan):
+    proc, codes = mixed_scan
+    assert codes["skipped"] == {"limit.too_small": 1} and sum(codes["error"].values()) == 1, codes
+    lines = proc.stdout.splitlines()
+    errors = [ln for ln in lines if ln.startswith("  errors:")]
+    skipped = [ln for ln in lines if ln.startswith("  skipped:")]
+    assert errors == ["  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(codes["error"].items()))]
+    assert skipped == ["  skipped:  " + ", ".join(f"{k} {v}" for k, v in sorted(codes["skipped"].items()))]
+    assert not set(codes["skipped"]) & set(codes["error"])
+    assert all(code not in errors[0] for code in codes["skipped"])
+
+
+def test_summary_text_without_skipped_rows_has_no_skipped_line():
+    from gcage_fast.cli.scan import _summary_text
+    from gcage_fast.scanning.summary import ScanSummary
+
+    s = ScanSummary(output="out", run_id="r", resumed=False, n_inputs=3, status={"ok": 1, "error": 2},
+                    error_codes={"decode.truncated": 2}, verdicts={"real": 1}, processed=3, patches=3, wall_s=1.0,
+                    scan_s=1.0, shards_total=1, shards_written=1, shards_skipped=0, model_id="m", backend="b",
+                    cam_method="gradcam")
+    text = _summary_text(s)
+    assert "  errors:   decode.truncated 2\n" in text and "skipped:" not in text
+    text = _summary_text(s, {"decode.truncated": 1})  # one code under both statuses: each line counts its own
+    assert "  errors:   decode.truncated 1\n  skipped:  decode.truncated 1\n" in text
+
+
+@pytest.mark.parametrize("kind", ["empty-directory", "empty-list"])
+def test_nothing_to_scan_exits_0_with_a_warning(tiny_model_dir, tmp_path, kind):
+    empty = tmp_path / "empty"
+    if kind == "empty-directory":
+        empty.mkdir()
+        args, named = [empty], str(empty)
+    else:
+        empty.write_text("")
+        args, named = ["--from-list", empty], str(empty)
+    proc = run_cli("scan", *args, "-o", tmp_path / "out", "--model", tiny_model_dir, "--backend", "torch", "-q")
+    assert proc.returncode == 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [f"gcage-fast: no inputs found in {named}"]
+    assert proc.stdout == ""
+
+
+# ------------------------------------------------------------------------------- 10. docs name real models
+def test_export_examples_name_models_that_exist():
+    from gcage_fast.models.registry import list_models
+
+    names = {e.name for e in list_models()}
+    helptext = run_cli("export", "--help").stdout
+    readme = (ROOT / "README.md").read_text()
+    for text in (helptext, readme):
+        for model in re.findall(r"gcage-fast export [^\n]*(?<!\[)--model (\S+)", text):
+            assert model in names or model == "models/susy", model  # models/susy: the import-susy example's
+    assert "--model susy " not in helptext + readme

@@ -44,7 +44,9 @@ def _verdict_order(item: tuple[str, int]) -> tuple[int, str]:
     return (VERDICTS.index(item[0]) if item[0] in VERDICTS else len(VERDICTS), item[0])
 
 
-def _summary_text(s: Any) -> str:
+def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
+    """The summary a terminal shows; ``skipped`` counts the codes of the skipped rows among ``s.error_codes``
+    (:func:`gcage_fast.scanning.summary.skipped_codes`), listed on their own line."""
     lines = [
         f"Scanned {s.n_inputs} inputs into {s.output}" + (" (resumed)" if s.resumed else ""),
         "  status:   " + (", ".join(f"{k} {v}" for k, v in sorted(s.status.items())) or "none"),
@@ -53,8 +55,12 @@ def _summary_text(s: Any) -> str:
     ]
     if s.verdict_sources:
         lines.append("  decided by: " + ", ".join(f"{k} {v}" for k, v in sorted(s.verdict_sources.items())))
-    if s.error_codes:
-        lines.append("  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(s.error_codes.items())))
+    skipped = {k: v for k, v in (skipped or {}).items() if v}
+    errors = {k: n - skipped.get(k, 0) for k, n in s.error_codes.items() if n > skipped.get(k, 0)}
+    if errors:
+        lines.append("  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
+    if skipped:
+        lines.append("  skipped:  " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
     lines.append(f"  this run: {s.processed} images, {s.patches} patches in {s.scan_s:.1f} s "
                  f"({s.images_per_s:.1f} img/s, {s.patches_per_s:.1f} patches/s; {s.wall_s:.1f} s in all); "
                  f"shards written {s.shards_written}, already done {s.shards_skipped}")
@@ -91,8 +97,8 @@ def _summary_text(s: Any) -> str:
               help="png: write OUT/heatmaps/xx/<input_id>.png overlays.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Inputs per Parquet part (the unit of commit and resume).")
-@click.option("--resume", "mode", flag_value="resume", help="Continue an interrupted scan of OUTPUT.")
-@click.option("--overwrite", "mode", flag_value="overwrite", help="Replace an earlier scan in OUTPUT.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted scan of OUTPUT.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier scan in OUTPUT (not with --resume).")
 @click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links inside directories.")
 @click.option("--small-images", type=click.Choice(["pad", "skip"]), default="pad", show_default=True,
               help="Images with a side < 224: edge-pad (padded = true) or skip.")
@@ -102,7 +108,7 @@ def _summary_text(s: Any) -> str:
               help="Stop when this many files in a row fail with worker.crash/worker.error (a broken environment).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no summary (errors still go to stderr).")
 @json_flag("Print the summary as JSON on stdout.")
-def scan(mode: str | None, quiet: bool, as_json: bool, **options: Any) -> None:
+def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, **options: Any) -> None:
     """Scan images (files, directories, path lists) and write one Parquet row per input.
 
     Directories are walked recursively in byte order of their paths; formats are detected from content.
@@ -121,11 +127,20 @@ def scan(mode: str | None, quiet: bool, as_json: bool, **options: Any) -> None:
       gcage-fast scan photos/ -o results/ --grid cover    # also rank the border patches
     """
     from gcage_fast.config import Limits, ScanConfig
+    from gcage_fast.output.outdir import OutputDir
     from gcage_fast.scanning.local import scan as run_scan
+    from gcage_fast.scanning.summary import skipped_codes
 
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other: --resume continues the scan in "
+                               "OUTPUT, --overwrite deletes it and starts again; give one")
+    if not options["inputs"] and options["from_list"] is None:
+        raise click.UsageError("no inputs: name files, directories or archives to scan (INPUTS), or give "
+                               "--from-list FILE ('-' for standard input)")
     setup_logging(quiet)
+    mode = "resume" if resume else "overwrite" if overwrite else "new"
     limits = from_options(Limits, {name: options.pop(name) for name in LIMIT_FIELDS}, LIMIT_FIELDS)
-    config = from_options(ScanConfig, options, mode=mode or "new", limits=limits)
+    config = from_options(ScanConfig, options, mode=mode, limits=limits)
     progress = _Progress(not quiet)
     try:
         summary = run_scan(config, progress)
@@ -134,4 +149,6 @@ def scan(mode: str | None, quiet: bool, as_json: bool, **options: Any) -> None:
     if as_json:
         emit_json(summary.to_dict())
     elif not quiet:
-        click.echo(_summary_text(summary))
+        skipped = (skipped_codes(OutputDir(summary.output), summary.shards_total) if summary.status.get("skipped")
+                   else None)
+        click.echo(_summary_text(summary, skipped))

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from gcage_fast.output.outdir import OutputDir
 
-__all__ = ["ScanProgress", "ScanSummary", "totals"]
+__all__ = ["ScanProgress", "ScanSummary", "totals", "skipped_codes"]
 
 
 @dataclass
@@ -78,3 +78,14 @@ def totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter, Co
         verdicts.update(v for v in t["verdict"] if v)
         sources.update(v for v in t["verdict_source"] if v)
     return status, codes, verdicts, sources
+
+def skipped_codes(out: OutputDir, n_shards: int) -> Counter:
+    """Counts of ``error_code`` over the rows with status skipped (``totals`` counts the codes of every status):
+    a summary lists them apart from the errors."""
+    codes: Counter = Counter()
+    for shard in range(n_shards):
+        part = out.part_path(shard)
+        if part.is_file():
+            t = pq.read_table(part, columns=["status", "error_code"]).to_pydict()
+            codes.update(c for st, c in zip(t["status"], t["error_code"]) if st == "skipped" and c)
+    return codes
