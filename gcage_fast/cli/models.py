@@ -121,7 +121,8 @@ def export(model: str | None, output: str, cam: str | None, cam_target: str | No
 
     \b
     Example:
-      gcage-fast export --model susy -o onnx/ --cam gradcam++ --with-activations
+      gcage-fast export -o onnx/ --cam gradcam++ --with-activations
+      gcage-fast export --model models/susy -o onnx-susy/      # made by gcage-fast import-susy
       gcage-fast export -o onnx-int8/ --precision int8 --calibration my-images/
     """
     from gcage_fast.export.to_onnx import ExportOptions, export_model
