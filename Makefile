@@ -23,6 +23,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install
 	$(BIN)/gcage-fast scan gcage_fast/samples/images -o $(DEMO_OUT) --heatmaps png --overwrite
 	$(BIN)/gcage-fast verify $(DEMO_OUT)
+	@echo ""
+	@echo "gcage-fast is installed in $(VENV): run '$(BIN)/gcage-fast --help', or 'source $(BIN)/activate' first."
+	@echo "The results are in $(DEMO_OUT)/results/; for example:"
+	@echo "  $(BIN)/python -c \"import duckdb; duckdb.sql(\\\"select relpath, p_fake, verdict from '$(DEMO_OUT)/results/*.parquet'\\\").show()\""
 
 test: install $(VENV)/.installed-watermark
 	$(BIN)/pytest

@@ -99,3 +99,16 @@ def test_the_readme_python_examples_name_the_public_api():
             if isinstance(node, ast.ImportFrom) and node.module == "gcage_fast":
                 for alias in node.names:
                     assert alias.name in gcage_fast.__all__ and getattr(gcage_fast, alias.name), alias.name
+
+
+def test_setup_numbers_come_from_the_setup_script_and_are_current():
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from setup_cost import inputs_digest
+
+    measured = json.loads((ROOT / "benchmarks" / "results" / "setup-cost.json").read_text())
+    assert f"**{measured['install_s']} s** to install, **{measured['venv_gb']} GB** in `.venv`" in README
+    assert measured["inputs"] == inputs_digest(), \
+        "pyproject.toml or constraints.txt changed: rerun benchmarks/setup_cost.py and update the README"
