@@ -15,7 +15,7 @@ from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 
 __all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOWED_FORMATS", "CAM_METHODS",
            "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS", "PILLOW_BOMB_PIXELS", "VERDICT_POLICIES", "WATERMARK_SCHEMES",
-           "GRIDS", "default_workers"]
+           "GRIDS", "HEATMAP_FORMATS", "HEATMAPS_FOR", "default_workers"]
 #: Training sampling weights (``train-base``/``train-head --balance``): none, equal weight per source within each
 #: class, and per generator within each source (gcage_fast.training.frozen.balanced_weights).
 BALANCES = ("none", "source", "source-generator")
@@ -30,6 +30,10 @@ CAM_METHODS = IN_GRAPH_METHODS
 VERDICT_POLICIES = ("evidence-first", "model-only")
 #: Patch grids (gcage_fast.scoring.patches): floor is SuSy's inference grid, cover adds edge-aligned border patches.
 GRIDS = ("floor", "cover")
+#: ``--heatmaps`` choices: none, or the format of the overlay files (png lossless; jpeg and webp at a quality).
+HEATMAP_FORMATS = ("none", "png", "jpeg", "webp")
+#: ``--heatmaps-for``: overlays of every scored row, of the fake ones, or of the fake and uncertain ones.
+HEATMAPS_FOR = ("all", "fake", "uncertain")
 #: Invisible-watermark schemes ``--watermarks`` accepts (gcage_fast.evidence.watermark decodes them).
 WATERMARK_SCHEMES = ("sd",)
 #: Pillow warns about a decompression bomb above this many pixels; we treat the warning as an error.
@@ -147,7 +151,9 @@ class ScanConfig:
     cam: str | None = None
     cam_target: str | None = None
     threshold: float | None = None
-    heatmaps: str = "none"
+    heatmaps: str = "none"  # one of HEATMAP_FORMATS
+    heatmap_quality: int = 85  # jpeg/webp quality of the overlays, 1-100 (png is lossless)
+    heatmaps_for: str = "all"  # one of HEATMAPS_FOR: which scored rows get an overlay, by their verdict
     shard_size: int = 1000
     mode: str = "new"  # new | resume | overwrite
     follow_symlinks: bool = False
@@ -160,6 +166,9 @@ class ScanConfig:
     c2pa_trust_anchors: str | None = None  # PEM bundle of C2PA trust anchors; None = the shipped official list
     watermarks: str = "none"  # invisible watermarks to look for: none, or a comma list of WATERMARK_SCHEMES
     grid: str = "floor"  # patch grid: floor (SuSy's, remainders dropped) or cover (plus edge-aligned border patches)
+    include: tuple[str, ...] = ()  # globs: only what they match, of what walking directories and archives finds
+    exclude: tuple[str, ...] = ()  # globs: none of what they match (gcage_fast.ingest.filters has the rules)
+    default_excludes: bool = True  # drop the well-known junk (._*, __MACOSX/, .DS_Store, Thumbs.db, desktop.ini)
 
     def validate(self) -> None:
         if not self.inputs and self.from_list is None:
@@ -185,8 +194,15 @@ class ScanConfig:
             raise ConfigError("--threads must be at least 1")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError("--threshold must be between 0 and 1")
-        if self.heatmaps not in ("none", "png"):
-            raise ConfigError(f"unknown --heatmaps {self.heatmaps!r}; choose none or png")
+        if self.heatmaps not in HEATMAP_FORMATS:
+            raise ConfigError(f"unknown --heatmaps {self.heatmaps!r}; choose {', '.join(HEATMAP_FORMATS)}")
+        if not 1 <= self.heatmap_quality <= 100:
+            raise ConfigError("--heatmap-quality must be between 1 and 100")
+        if self.heatmaps_for not in HEATMAPS_FOR:
+            raise ConfigError(f"unknown --heatmaps-for {self.heatmaps_for!r}; choose {', '.join(HEATMAPS_FOR)}")
+        for option, globs in (("--include", self.include), ("--exclude", self.exclude)):
+            if any(not g.strip("/") or "\x00" in g for g in globs):
+                raise ConfigError(f"{option} needs a non-empty glob (e.g. {option} '*.jpg')")
         if self.shard_size < 1:
             raise ConfigError("--shard-size must be at least 1")
         if self.max_consecutive_failures < 1:
@@ -222,4 +238,5 @@ class ScanConfig:
         d = asdict(self)
         d["limits"]["formats"] = list(self.limits.formats)
         d["inputs"] = list(self.inputs)
+        d["include"], d["exclude"] = list(self.include), list(self.exclude)
         return d

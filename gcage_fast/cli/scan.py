@@ -10,7 +10,7 @@ import click
 
 from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, evidence_options, from_options,
                                    grid_option, json_flag, limit_options, model_option, setup_logging, throughput_options)
-from gcage_fast.config import CAM_METHODS, KERNEL_IMPLS
+from gcage_fast.config import CAM_METHODS, HEATMAP_FORMATS, HEATMAPS_FOR, KERNEL_IMPLS
 from gcage_fast.scoring.aggregate import VERDICTS
 
 __all__ = ["scan"]
@@ -61,6 +61,8 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
         lines.append("  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
     if skipped:
         lines.append("  skipped:  " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    if s.filtered:
+        lines.append("  not inputs (no rows): " + ", ".join(f"{k} {v}" for k, v in sorted(s.filtered.items())))
     lines.append(f"  this run: {s.processed} images, {s.patches} patches in {s.scan_s:.1f} s "
                  f"({s.images_per_s:.1f} img/s, {s.patches_per_s:.1f} patches/s; {s.wall_s:.1f} s in all); "
                  f"shards written {s.shards_written}, already done {s.shards_skipped}")
@@ -93,13 +95,29 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
 @click.option("--cam-target", help="What the CAM explains: fake, pred, class:NAME, logit:NAME, logit:pred.  "
               "[default: model's, fake]")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Verdict threshold.  [default: model's]")
-@click.option("--heatmaps", type=click.Choice(["none", "png"]), default="none", show_default=True,
-              help="png: write OUT/heatmaps/xx/<input_id>.png overlays.")
+@click.option("--heatmaps", type=click.Choice(HEATMAP_FORMATS), default="none", show_default=True,
+              help="Write an overlay per scored image, OUT/heatmaps/xx/<input_id>.png|.jpg|.webp: png is lossless, "
+              "jpeg and webp are several times smaller (README: Heatmaps).")
+@click.option("--heatmap-quality", type=click.IntRange(1, 100), default=85, show_default=True,
+              help="Quality of jpeg and webp overlays.")
+@click.option("--heatmaps-for", type=click.Choice(HEATMAPS_FOR), default="all", show_default=True,
+              help="Which scored rows get an overlay, by verdict: fake = fake rows only, uncertain = fake and "
+              "uncertain rows.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Inputs per Parquet part (the unit of commit and resume).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan of OUTPUT.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier scan in OUTPUT (not with --resume).")
 @click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links inside directories.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Only inputs that match (repeatable; any one suffices), of what directories and archives hold.  "
+              "Matched against the path below the input directory, or an archive member's name: * and ? stay "
+              "within a name, ** spans directories; a glob without / matches a name at any depth, a glob that "
+              "matches a directory matches all under it.  Files named explicitly are always scanned.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="No inputs that match (repeatable; same globs as --include; wins over it).")
+@click.option("--no-default-excludes", "default_excludes", is_flag=True, flag_value=False, default=True,
+              help="Also scan the junk skipped by default: ._* (AppleDouble), __MACOSX/, .DS_Store, Thumbs.db, "
+              "desktop.ini.")
 @click.option("--small-images", type=click.Choice(["pad", "skip"]), default="pad", show_default=True,
               help="Images with a side < 224: edge-pad (padded = true) or skip.")
 @evidence_options
@@ -116,6 +134,10 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, **options: A
     A file that cannot be scanned gets a row with status error or skipped (never a crash, never lost).
     Exit status 0 means the run completed, whatever the verdicts and error rows.
 
+    What directories and archives hold is filtered first: well-known junk (._*, __MACOSX/, .DS_Store,
+    Thumbs.db, desktop.ini), --exclude and --include globs, and earlier gcage-fast output directories (skipped
+    whole, with a notice) are not inputs: no rows, only counts by reason in the summary and run.json.
+
     \b
     Example:
       gcage-fast scan photos/ uploads/batch1 -o results/
@@ -125,6 +147,8 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, **options: A
       gcage-fast scan photos/ -o results/ --device cuda --precision fp16
       gcage-fast scan photos/ -o results/ --verdict-policy model-only --watermarks sd
       gcage-fast scan photos/ -o results/ --grid cover    # also rank the border patches
+      gcage-fast scan photos/ -o results/ --include '*.jpg' --include '*.png' --exclude 'drafts/**'
+      gcage-fast scan photos/ -o results/ --heatmaps webp --heatmaps-for fake
     """
     from gcage_fast.config import Limits, ScanConfig
     from gcage_fast.output.outdir import OutputDir

@@ -5,6 +5,11 @@ Every path found becomes exactly one :class:`InputRef` (an archive becomes one p
 sorted by bytes, so the same inputs always give the same plan; members keep their order inside their archive.
 Things that cannot be scanned are kept with a preset outcome instead of being dropped: special files (FIFOs,
 sockets, devices), symbolic links when links are not followed, link loops, and directories that cannot be read.
+
+What walking a directory or listing an archive finds passes a :class:`~gcage_fast.ingest.filters.PathFilter`
+first (junk, ``--include``/``--exclude``, earlier gcage-fast outputs): what it drops is no input and gets no row,
+only a count by reason. Files named explicitly (on the command line or in a path list) are always inputs; the
+members of an archive named explicitly are filtered like any others.
 """
 
 from __future__ import annotations
@@ -14,15 +19,19 @@ import hashlib
 import os
 import stat
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gcage_fast.ingest.archives import list_archive, sniff_archive
 from gcage_fast.config import Limits
 from gcage_fast.errors import InputError
+from gcage_fast.ingest.filters import PathFilter, is_output_dir
+from gcage_fast.log import logger
 from gcage_fast.text import printable
 
-__all__ = ["InputRef", "input_id", "display_path", "enumerate_inputs", "read_path_list"]
+__all__ = ["Discovery", "InputRef", "input_id", "display_path", "discover_inputs", "enumerate_inputs",
+           "read_path_list"]
 
 
 @dataclass(frozen=True)
@@ -68,30 +77,85 @@ def _special(st_mode: int) -> str:
     return "special file"
 
 
-class _Collector:
-    """Refs by path; a regular file is expanded when it is an archive (content sniffed)."""
+@dataclass
+class Discovery:
+    """The inputs, and how many found files are not inputs, by reason (gcage_fast.ingest.filters.REASONS)."""
 
-    def __init__(self, limits: Limits | None) -> None:
+    refs: list[InputRef]
+    filtered: dict[str, int] = field(default_factory=dict)
+
+
+def _relative(path: bytes, root: bytes) -> str:
+    """``path`` below ``root`` as a ``/``-separated string (undecodable bytes kept as surrogates)."""
+    return os.fsdecode(path[len(root):].lstrip(b"/"))
+
+
+class _Collector:
+    """Refs by path; a regular file is expanded when it is an archive (content sniffed). Files the filter drops
+    are remembered by path with their reason (a path also named explicitly stays an input)."""
+
+    def __init__(self, limits: Limits | None, filters: PathFilter | None, own_output: tuple[int, int] | None) -> None:
         self.limits = limits
+        self.filters = filters
+        self.own_output = own_output
         self.refs: dict[bytes, list[InputRef]] = {}
+        self.dropped: dict[bytes, str] = {}
+        self.dropped_members: Counter = Counter()
 
     def __setitem__(self, path: bytes, ref: InputRef) -> None:
         self.refs[path] = [ref]
 
-    def regular(self, path: bytes) -> None:
+    def keep(self, path: bytes, root: bytes | None, include: bool = True) -> bool:
+        """False (and the reason noted) when walking found ``path`` under ``root`` and the filter drops it
+        (``include=False``: whatever ``--include`` says)."""
+        if root is None or self.filters is None:
+            return True
+        reason = self.filters.reason(_relative(path, root), include)
+        if reason is not None:
+            self.dropped[path] = reason
+        return reason is None
+
+    def skip_dir(self, path: bytes, st: os.stat_result) -> bool:
+        """True for this scan's own output directory and for earlier gcage-fast outputs (noted, with a notice)."""
+        if self.filters is None:
+            return False
+        if self.own_output is not None and (st.st_dev, st.st_ino) == self.own_output:
+            self.dropped[path] = "own_output"
+            return True
+        if is_output_dir(path):
+            logger.warning("skipping %s: an earlier gcage-fast output directory", display_path(path))
+            self.dropped[path] = "old_output"
+            return True
+        return False
+
+    def regular(self, path: bytes, root: bytes | None = None) -> None:
+        if not self.keep(path, root, include=False):
+            return
         kind = sniff_archive(path) if self.limits is not None else None
         if kind is None:
-            self.refs[path] = [InputRef(path)]
+            if self.keep(path, root):
+                self.refs[path] = [InputRef(path)]
             return
         listing = list_archive(path, kind, self.limits)
-        refs = [InputRef(path, m.name, m.preset, m.index, m.flags) for m in listing.members]
+        members = listing.members
+        if self.filters is not None:
+            reasons = [self.filters.reason(os.fsdecode(m.name)) for m in members]
+            self.dropped_members.update(r for r in reasons if r is not None)
+            members = [m for m, r in zip(members, reasons) if r is None]
+        refs = [InputRef(path, m.name, m.preset, m.index, m.flags) for m in members]
         if listing.problem is not None or not refs:
-            problem = listing.problem or ("skipped", "archive.empty", f"{kind} archive without regular members")
+            detail = (f"{kind} archive: every member was filtered out" if listing.members
+                      else f"{kind} archive without regular members")
+            problem = listing.problem or ("skipped", "archive.empty", detail)
             refs.append(InputRef(path, preset=problem, flags=(f"archive.{kind}",)))
         self.refs[path] = refs
 
     def ordered(self) -> list[InputRef]:
         return [ref for path in sorted(self.refs) for ref in self.refs[path]]
+
+    def filtered(self) -> dict[str, int]:
+        counts = Counter(r for p, r in self.dropped.items() if p not in self.refs) + self.dropped_members
+        return dict(sorted(counts.items()))
 
 
 def _walk(root: bytes, follow: bool, seen_dirs: set[tuple[int, int]], out: _Collector) -> None:
@@ -111,8 +175,9 @@ def _walk(root: bytes, follow: bool, seen_dirs: set[tuple[int, int]], out: _Coll
             try:
                 if e.is_symlink():
                     if not follow:
-                        out[p] = InputRef(p, preset=("skipped", "fs.symlink_skipped",
-                                                     "symbolic link not followed (use --follow-symlinks)"))
+                        if out.keep(p, root):
+                            out[p] = InputRef(p, preset=("skipped", "fs.symlink_skipped",
+                                                         "symbolic link not followed (use --follow-symlinks)"))
                         continue
                     try:
                         st = os.stat(p)
@@ -131,10 +196,11 @@ def _walk(root: bytes, follow: bool, seen_dirs: set[tuple[int, int]], out: _Coll
                     out[p] = InputRef(p, preset=("skipped", "fs.symlink_loop", "directory already visited (link loop)"))
                     continue
                 seen_dirs.add(key)
-                stack.append(p)
+                if not out.skip_dir(p, st):
+                    stack.append(p)
             elif stat.S_ISREG(st.st_mode):
-                out.regular(p)
-            else:
+                out.regular(p, root)
+            elif out.keep(p, root):
                 out[p] = InputRef(p, preset=("skipped", "fs.not_regular", f"{_special(st.st_mode)}, not scanned"))
 
 
@@ -151,7 +217,8 @@ def _add_root(raw: bytes, follow: bool, strict: bool, seen_dirs: set, out: _Coll
         key = (st.st_dev, st.st_ino)
         if key not in seen_dirs:
             seen_dirs.add(key)
-            _walk(path, follow, seen_dirs, out)
+            if not out.skip_dir(path, st):
+                _walk(path, follow, seen_dirs, out)
     elif stat.S_ISREG(st.st_mode):
         out.regular(path)
     else:
@@ -174,19 +241,31 @@ def read_path_list(source: str) -> Iterator[bytes]:
             fh.close()
 
 
-def enumerate_inputs(inputs: Iterable[str], from_list: str | None = None, follow_symlinks: bool = False,
-                     limits: Limits | None = Limits()) -> list[InputRef]:
-    """All inputs, absolute, de-duplicated, sorted by path bytes (archive members in archive order).
+def discover_inputs(inputs: Iterable[str], from_list: str | None = None, follow_symlinks: bool = False,
+                    limits: Limits | None = Limits(), filters: PathFilter | None = PathFilter(),
+                    own_output: str | None = None) -> Discovery:
+    """All inputs, absolute, de-duplicated, sorted by path bytes (archive members in archive order), and the
+    counts of what ``filters`` dropped (None: nothing is dropped, earlier outputs are walked too).
 
     Command-line paths that do not exist raise InputError (a usage mistake); paths from a list that do not
     exist become ``fs.vanished`` rows (lists are large and may be stale). ``limits=None`` treats archives as
-    plain files.
+    plain files. ``own_output``, when it exists, is never walked.
     """
-    out = _Collector(limits)
+    try:
+        st = os.stat(own_output) if own_output is not None else None
+    except OSError:
+        st = None
+    out = _Collector(limits, filters, None if st is None else (st.st_dev, st.st_ino))
     seen_dirs: set[tuple[int, int]] = set()
     for raw in inputs:
         _add_root(os.fsencode(raw), follow_symlinks, True, seen_dirs, out)
     if from_list is not None:
         for raw in read_path_list(from_list):
             _add_root(raw, follow_symlinks, False, seen_dirs, out)
-    return out.ordered()
+    return Discovery(out.ordered(), out.filtered())
+
+
+def enumerate_inputs(inputs: Iterable[str], from_list: str | None = None, follow_symlinks: bool = False,
+                     limits: Limits | None = Limits(), filters: PathFilter | None = PathFilter()) -> list[InputRef]:
+    """The inputs of :func:`discover_inputs`, without the counts."""
+    return discover_inputs(inputs, from_list, follow_symlinks, limits, filters).refs

@@ -28,7 +28,8 @@ from gcage_fast.config import ScanConfig
 from gcage_fast.errors import ConfigError, OutputError
 from gcage_fast.evidence.collect import options_for
 from gcage_fast.hashing import sha256_file
-from gcage_fast.ingest.sources import InputRef, display_path, enumerate_inputs
+from gcage_fast.ingest.filters import PathFilter
+from gcage_fast.ingest.sources import Discovery, display_path, discover_inputs
 from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir
 from gcage_fast.output.schema import SCHEMA_VERSION
@@ -99,8 +100,22 @@ def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         "evidence": _evidence_fingerprint(config),
         # only when not the default, so a run.json written before --grid existed (floor) still resumes
         **({"grid": config.grid} if config.grid != "floor" else {}),
+        # likewise only when not the defaults, so run.json files written before these options still resume
+        **({"filters": path_filter(config).to_dict()} if not path_filter(config).is_default else {}),
+        **({"heatmaps": heatmap_settings(config)} if config.heatmaps != "none" else {}),
         **resolved,
     }
+
+
+def path_filter(config: ScanConfig) -> PathFilter:
+    """What walking directories and archives keeps as inputs (``--include``, ``--exclude``, the junk list)."""
+    return PathFilter(config.include, config.exclude, config.default_excludes)
+
+
+def heatmap_settings(config: ScanConfig) -> dict[str, Any]:
+    """The overlay settings a resume must keep: format, quality (jpeg and webp only) and which rows get one."""
+    quality = {"quality": config.heatmap_quality} if config.heatmaps in ("jpeg", "webp") else {}
+    return {"format": config.heatmaps, **quality, "for": config.heatmaps_for}
 
 
 def _evidence_fingerprint(config: ScanConfig) -> dict[str, Any] | None:
@@ -129,17 +144,22 @@ def check_evidence(config: ScanConfig) -> None:
         check_watermark_support()
 
 
-def inputs(config: ScanConfig, out: OutputDir) -> list[InputRef] | None:
+def inputs(config: ScanConfig, out: OutputDir) -> Discovery | None:
     """Check that ``out`` can take this scan (changing nothing on disk), then enumerate the inputs; None when an
     existing run will be resumed (its plan is on disk)."""
     out.precheck(config.mode)
     _refuse_output_inside_inputs(out.path, config.inputs)
     if config.mode == "resume" and out.run_json.is_file():
         return None
-    refs = enumerate_inputs(config.inputs, config.from_list, config.follow_symlinks, config.limits)
-    if not refs:
+    found = _discover(config)
+    if not found.refs:
         logger.warning("no inputs found in %s", ", ".join(config.inputs) or str(config.from_list))
-    return refs
+    return found
+
+
+def _discover(config: ScanConfig) -> Discovery:
+    return discover_inputs(config.inputs, config.from_list, config.follow_symlinks, config.limits,
+                           path_filter(config), own_output=config.output)
 
 
 def _refuse_output_inside_inputs(output: Path, inputs: tuple[str, ...]) -> None:
@@ -196,14 +216,16 @@ class Run:
         self.out.write_run(self.info)
 
 
-def open_run(setup: Setup, out: OutputDir, refs: list[InputRef] | None, pair: RunnerPair, workers: int,
+def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: RunnerPair, workers: int,
              fault: Callable[[str, int], None] | None = None) -> Run:
     """Lock ``out``, start or resume its run, freeze the plan (once) and clear what no marker covers.
-    ``fault`` is the GCAGE_FAULT_AT test hook (phase ``after_plan``)."""
+    ``found`` is what :func:`inputs` enumerated (None when resuming). ``fault`` is the GCAGE_FAULT_AT test hook
+    (phase ``after_plan``)."""
     config, model = setup.config, setup.model
     spec = model.spec
     resumed = out.open_for_scan(config.mode)
     backend_label = pair.base.info.label
+    previous: dict[str, Any] = {}
     if resumed:
         previous = out.read_run()
         if previous.get("schema_version") != SCHEMA_VERSION:
@@ -230,14 +252,17 @@ def open_run(setup: Setup, out: OutputDir, refs: list[InputRef] | None, pair: Ru
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "attempts": attempts,
         "state": "planning",
+        # found files that are not inputs (no rows), by reason; counted when the plan was made
+        "filtered": found.filtered if found is not None else previous.get("filtered", {}),
     }
     out.write_run(info)  # first: a run killed while planning can still be resumed
     if (out.plan_dir / "plan.json").is_file():
         plan = out.read_plan_info()
     else:  # a new run, or one killed before its plan was complete: planning is deterministic
-        if refs is None:
-            refs = enumerate_inputs(config.inputs, config.from_list, config.follow_symlinks, config.limits)
-        plan = out.write_plan(refs, config.shard_size, tag=run_id[:12])
+        if found is None:
+            found = _discover(config)
+            info["filtered"] = found.filtered
+        plan = out.write_plan(found.refs, config.shard_size, tag=run_id[:12])
         if fault is not None:
             fault("after_plan", 0)
     out.make_dirs()
@@ -273,5 +298,5 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
         status=dict(status), error_codes=dict(codes), verdicts=dict(verdicts), processed=processed, patches=patches,
         wall_s=wall_s, scan_s=scan_s, shards_total=n_shards, shards_written=len(run.pending),
         shards_skipped=len(run.committed), model_id=ctx.model_id, backend=ctx.backend, cam_method=ctx.cam_method,
-        verdict_sources=dict(sources),
+        verdict_sources=dict(sources), filtered=dict(run.info.get("filtered", {})),
     )

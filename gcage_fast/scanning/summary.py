@@ -48,6 +48,8 @@ class ScanSummary:
     backend: str
     cam_method: str
     verdict_sources: dict[str, int] = field(default_factory=dict)  # what decided the verdicts (model, c2pa, ...)
+    #: found files that are not inputs and have no row, by reason (junk, excluded, not_included, old_output, ...)
+    filtered: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,6 +80,7 @@ def totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter, Co
         verdicts.update(v for v in t["verdict"] if v)
         sources.update(v for v in t["verdict_source"] if v)
     return status, codes, verdicts, sources
+
 
 def skipped_codes(out: OutputDir, n_shards: int) -> Counter:
     """Counts of ``error_code`` over the rows with status skipped (``totals`` counts the codes of every status):
