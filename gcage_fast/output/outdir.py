@@ -7,7 +7,7 @@ Layout (DESIGN.md §5)::
     OUT/plan/shard-NNNNN.arrow      the sorted inputs of each shard (Arrow IPC, so no *.parquet glob sees it)
     OUT/results/shard-NNNNN.parquet results, published by rename: the result set is OUT/results
     OUT/commits/shard-NNNNN.json    commit markers, written last
-    OUT/heatmaps/xx/<input_id>.png  optional overlays
+    OUT/heatmaps/xx/<input_id>.png  optional overlays (.jpg, .webp with scan --heatmaps jpeg, webp)
     OUT/.lock                       held (flock) while a scan writes
 
 Outputs of schema versions 2 and 3 kept their results in ``OUT/parts/`` and their plan as ``*.parquet``; reading
@@ -114,8 +114,10 @@ class OutputDir:
     def commit_path(self, shard: int) -> Path:
         return self.commits_dir / f"{shard_name(shard)}.json"
 
-    def heatmap_path(self, input_id: str) -> Path:
-        return self.heatmaps_dir / input_id[:2] / f"{input_id}.png"
+    def heatmap_path(self, input_id: str, fmt: str = "png") -> Path:
+        from gcage_fast.output.heatmaps import heatmap_path  # numpy and Pillow: only where overlays are written
+
+        return self.path / heatmap_path(input_id, fmt)
 
     # ---- lifecycle
     def precheck(self, mode: str) -> None:

@@ -1,6 +1,6 @@
 """Thumbnails of the most suspicious images for the report, as inline JPEG data URIs.
 
-In order of preference: the scan's own heatmap overlay (``heatmaps/xx/<input_id>.png``); else the source file,
+In order of preference: the scan's own heatmap overlay (``heatmaps/xx/<input_id>.png|.jpg|.webp``); else the source file,
 when still readable and unchanged (same sha256), with the row's stored 7×7 CAMs drawn over its patches; else the
 CAMs alone. Source files
 are untrusted: they are decoded in one supervised worker process (timeout, memory limit), never in the process
@@ -21,7 +21,7 @@ from gcage_fast.config import Limits
 from gcage_fast.kernels.reference import PATCH, upsample_cams
 from gcage_fast.output.outdir import OutputDir
 from gcage_fast.ingest.prepare import PrepareTask, prepare, prepare_failure
-from gcage_fast.output.heatmaps import jet, render_overlay
+from gcage_fast.output.heatmaps import HEATMAP_PIL_FORMATS, find_heatmap, jet, render_overlay
 from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
 
 __all__ = ["Thumbnail", "make_thumbnails", "THUMB_MAX"]
@@ -64,12 +64,12 @@ def _cams_only(row: dict[str, Any]) -> Image.Image:
 
 
 def _open_heatmap(od: OutputDir, input_id: str) -> Image.Image | None:
-    path = od.heatmap_path(input_id)
+    path = find_heatmap(od.path, input_id)
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > 32 * 2**20:
+        if path is None or path.is_symlink() or path.stat().st_size > 32 * 2**20:
             return None
         with Image.open(path) as im:
-            if im.format != "PNG" or im.width * im.height > 4096 * 4096:
+            if im.format not in HEATMAP_PIL_FORMATS or im.width * im.height > 4096 * 4096:
                 return None
             im.load()
             return im.copy()

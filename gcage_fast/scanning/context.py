@@ -59,7 +59,7 @@ class RunContext:
     @property
     def preview_max(self) -> int:
         """Longest side of the preview a decode worker keeps for heatmap overlays (0: none)."""
-        return PREVIEW_MAX if self.config.heatmaps == "png" else 0
+        return PREVIEW_MAX if self.config.heatmaps != "none" else 0
 
     @property
     def perturbation(self) -> Perturbation | None:

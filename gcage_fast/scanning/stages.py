@@ -20,11 +20,12 @@ from typing import Any
 
 from gcage_fast.config import ScanConfig
 from gcage_fast.errors import OutputError
+from gcage_fast.evidence.policy import fuse
 from gcage_fast.ingest.feed import InputFeed
 from gcage_fast.ingest.prepare import Prepared
 from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
 from gcage_fast.output import parquet
-from gcage_fast.output.heatmaps import render_overlay, write_png_atomic
+from gcage_fast.output.heatmaps import heatmap_path, render_overlay, wants_heatmap, write_heatmap_atomic
 from gcage_fast.output.outdir import OutputDir, PlanEntry
 from gcage_fast.scanning.context import RunContext, ShardSpec
 from gcage_fast.scanning.rows import build_row
@@ -110,7 +111,7 @@ def prepare_shard(ctx: RunContext, spec: ShardSpec, pool: SupervisedPool,
 
 @dataclass
 class ScoredShard:
-    """The rows of one shard, in plan order, and how many heatmap PNGs were written for it."""
+    """The rows of one shard, in plan order, and how many heatmaps were written for it."""
 
     shard: int
     rows: list[dict[str, Any]]
@@ -144,9 +145,9 @@ def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iter
                 if on_oom is not None:
                     on_oom(entry, prep)
                 continue
-            if score.heat is not None and prep.preview is not None:  # only with --heatmaps png
-                _write_heatmap(out, entry, prep, score, ctx.run_id)
-                heat_paths[prep.index] = out.heatmap_path(entry.input_id).relative_to(out.path).as_posix()
+            if score.heat is not None and prep.preview is not None and _wanted(ctx, prep, score):
+                _write_heatmap(ctx, out, entry, prep, score)
+                heat_paths[prep.index] = str(heatmap_path(entry.input_id, ctx.config.heatmaps))
                 n_heatmaps += 1
             # Decoded pixels are released as soon as they are scored: memory does not grow with the shard size.
             score.heat = prep.patches = prep.image = prep.preview = None
@@ -165,11 +166,21 @@ def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iter
     return ScoredShard(spec.shard, rows, n_heatmaps)
 
 
-def _write_heatmap(out: OutputDir, entry: PlanEntry, prep: Prepared, score: ImageScore, run_id: str) -> None:
+def _wanted(ctx: RunContext, prep: Prepared, score: ImageScore) -> bool:
+    """``--heatmaps-for``, by the row's verdict (evidence fused in, as build_row makes it)."""
+    if ctx.config.heatmaps_for == "all":
+        return True
+    verdict, _ = fuse(prep.evidence, score.verdict, ctx.config.verdict_policy)
+    return wants_heatmap(verdict, ctx.config.heatmaps_for)
+
+
+def _write_heatmap(ctx: RunContext, out: OutputDir, entry: PlanEntry, prep: Prepared, score: ImageScore) -> None:
     label = f"{score.verdict} p_fake={score.p_fake:.3f}"
     img = render_overlay(prep.preview, prep.preview_scale, prep.boxes, score.heat, label=label)
+    fmt = ctx.config.heatmaps
     try:
-        write_png_atomic(img, out.heatmap_path(entry.input_id), tag=run_id[:12])
+        write_heatmap_atomic(img, out.heatmap_path(entry.input_id, fmt), tag=ctx.run_id[:12], fmt=fmt,
+                             quality=ctx.config.heatmap_quality)
     except OSError as exc:  # like a part that cannot be written: the run stops, --resume redoes the shard
         raise OutputError(f"cannot write a heatmap to {out.heatmaps_dir}: {exc.strerror or exc}") from None
 

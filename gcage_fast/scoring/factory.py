@@ -35,7 +35,7 @@ def uses_device_path(config: ScanConfig) -> bool:
 
 def make_scorer(config: ScanConfig, spec: ModelSpec, pair: RunnerPair, threshold: float, top_k: int) -> Scorer:
     """The scorer for ``config``: :class:`HostScorer`, or :class:`DeviceScorer` when :func:`uses_device_path`."""
-    keep_heat = config.heatmaps == "png"
+    keep_heat = config.heatmaps != "none"
     kwargs: dict[str, Any] = dict(batch_size=config.batch_size, keep_heat=keep_heat)
     if not uses_device_path(config):
         from gcage_fast.scoring.host import HostScorer
