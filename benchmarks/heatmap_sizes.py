@@ -81,10 +81,10 @@ def main() -> int:
             times.append(statistics.mean(t) * 1000)
         lines.append(f"| {label} | " + " | ".join(f"{s:.0f}" for s in sizes) + " | "
                      + ", ".join(f"{t:.0f}" for t in times) + " |")
-        print(lines[-1], flush=True)
+    table = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    args.out.write_text(table)
+    sys.stdout.write(table)
     return 0
 
 
