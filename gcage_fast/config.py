@@ -169,6 +169,10 @@ class ScanConfig:
     include: tuple[str, ...] = ()  # globs: only what they match, of what walking directories and archives finds
     exclude: tuple[str, ...] = ()  # globs: none of what they match (gcage_fast.ingest.filters has the rules)
     default_excludes: bool = True  # drop the well-known junk (._*, __MACOSX/, .DS_Store, Thumbs.db, desktop.ini)
+    #: Also commit a shard's scored inputs after this many seconds (0: at every batch boundary), so an interrupt
+    #: loses at most about this much work. Rows do not depend on it (cuts fall where no batch is open).
+    commit_every: float = 30.0
+    skip_known: tuple[str, ...] = ()  # earlier outputs: inputs whose sha256 they scored get a row pointing there
 
     def validate(self) -> None:
         if not self.inputs and self.from_list is None:
@@ -205,6 +209,8 @@ class ScanConfig:
                 raise ConfigError(f"{option} needs a non-empty glob (e.g. {option} '*.jpg')")
         if self.shard_size < 1:
             raise ConfigError("--shard-size must be at least 1")
+        if not self.commit_every >= 0:
+            raise ConfigError("--commit-every must be 0 (at every batch) or more seconds")
         if self.max_consecutive_failures < 1:
             raise ConfigError("--max-consecutive-failures must be at least 1")
         if self.mode not in ("new", "resume", "overwrite"):

@@ -105,6 +105,9 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
               "uncertain rows.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Inputs per Parquet part (the unit of commit and resume).")
+@click.option("--commit-every", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="Also commit a shard's scored inputs every SECONDS, so an interrupt loses at most about that "
+              "much work (0: at every batch).  Rows are the same whatever the value.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan of OUTPUT.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier scan in OUTPUT (not with --resume).")
 @click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links inside directories.")
@@ -118,15 +121,24 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
 @click.option("--no-default-excludes", "default_excludes", is_flag=True, flag_value=False, default=True,
               help="Also scan the junk skipped by default: ._* (AppleDouble), __MACOSX/, .DS_Store, Thumbs.db, "
               "desktop.ini.")
+@click.option("--skip-known", multiple=True, metavar="OUT_OLD", type=click.Path(file_okay=False, path_type=str),
+              help="An earlier output (repeatable): inputs whose sha256 it already scored are not scanned again; "
+              "their row is status skipped, error_code known.sha256, and points at the old row.")
 @click.option("--small-images", type=click.Choice(["pad", "skip"]), default="pad", show_default=True,
               help="Images with a side < 224: edge-pad (padded = true) or skip.")
 @evidence_options
 @limit_options
 @click.option("--max-consecutive-failures", type=click.IntRange(min=1), default=50, show_default=True,
               help="Stop when this many files in a row fail with worker.crash/worker.error (a broken environment).")
+@click.option("--log-every", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="Without a terminal (nohup, cron, containers): one progress line on stderr every SECONDS "
+              "(0: none).  On a terminal the progress line refreshes in place.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: progress and log lines on stderr as one JSON object each, for log collectors.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no summary (errors still go to stderr).")
 @json_flag("Print the summary as JSON on stdout.")
-def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, **options: Any) -> None:
+def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: float, log_format: str,
+         **options: Any) -> None:
     """Scan images (files, directories, path lists) and write one Parquet row per input.
 
     Directories are walked recursively in byte order of their paths; formats are detected from content.

@@ -16,7 +16,8 @@ __all__ = ["ScanProgress", "ScanSummary", "totals", "skipped_codes"]
 
 @dataclass
 class ScanProgress:
-    """Progress of the current attempt (``done`` counts inputs processed now, out of ``todo``)."""
+    """Progress of the current attempt (``done`` counts inputs processed now, out of ``todo``; ``committed``
+    counts the inputs of the whole output that are committed, earlier attempts included, out of ``total``)."""
 
     done: int
     todo: int
@@ -24,6 +25,7 @@ class ScanProgress:
     errors: int
     patches: int
     elapsed: float
+    committed: int = 0
 
 
 @dataclass
