@@ -34,6 +34,9 @@ class PlanShard(Protocol):
     @property
     def sha256(self) -> str: ...
 
+    @property
+    def start(self) -> int: ...  # entries before it are committed already
+
 
 class InputFeed:
     """Iterates ``((shard, entry), task, ready)`` over ``shards`` in order, for :meth:`SupervisedPool.imap`."""
@@ -64,7 +67,7 @@ class InputFeed:
     def __iter__(self) -> Iterator[tuple[tuple[int, PlanEntry], PrepareTask | None, Prepared | None]]:
         try:
             for s in self.shards:
-                for entry in self.out.read_plan_shard(s.shard, s.sha256):
+                for entry in self.out.read_plan_shard(s.shard, s.sha256)[s.start:]:
                     yield self._item(s.shard, entry)
         finally:
             self.close()

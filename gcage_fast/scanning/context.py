@@ -24,11 +24,17 @@ __all__ = ["RunContext", "ShardSpec"]
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One shard of the plan, as plan.json lists it."""
+    """One shard of the plan, as plan.json lists it, and where in it work starts: ``start`` inputs of it are
+    committed already (time-based commits, ``--commit-every``), so ``todo`` are left."""
 
     shard: int
     rows: int
     sha256: str
+    start: int = 0
+
+    @property
+    def todo(self) -> int:
+        return self.rows - self.start
 
     @classmethod
     def from_plan(cls, entry: dict[str, Any]) -> ShardSpec:
