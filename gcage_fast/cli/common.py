@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import click
@@ -33,9 +34,9 @@ from gcage_fast.precision import SCAN_PRECISIONS
 from gcage_fast.text import printable
 
 __all__ = ["CONTEXT", "PRECISION_HELP", "MODEL_HELP", "THREADS_HELP", "LIMIT_FIELDS", "Command", "command",
-           "library_errors", "output_file", "output_option", "require_output", "EscapingFormatter", "setup_logging",
-           "emit_json", "int_list", "from_options", "bundle", "model_option", "engine_options", "throughput_options",
-           "limit_options", "json_flag"]
+           "library_errors", "output_file", "output_option", "require_output", "EscapingFormatter", "JsonFormatter",
+           "json_event", "setup_logging", "emit_json", "int_list", "from_options", "bundle", "model_option",
+           "engine_options", "throughput_options", "limit_options", "json_flag"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
@@ -127,12 +128,29 @@ class EscapingFormatter(logging.Formatter):
         return printable(super().format(record))
 
 
-def setup_logging(quiet: bool) -> None:
-    """The library's log (logger ``gcage_fast``) on stderr as ``gcage-fast: ...`` lines; warnings only when quiet."""
+def json_event(event: str, when: float, **values: Any) -> str:
+    """One JSON log line (no newline): ``{"event": event, "time": ISO-8601 UTC of ``when`` (epoch seconds), ...}``.
+    JSON escapes every control and non-ASCII character, so a hostile name cannot drive a terminal here either."""
+    stamp = datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps({"event": event, "time": stamp, **values}, default=str)
+
+
+class JsonFormatter(logging.Formatter):
+    """A log record as ``{"event": "log", "time", "level", "message"}`` (and ``exception`` with a traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = {"exception": self.formatException(record.exc_info)} if record.exc_info else {}
+        return json_event("log", record.created, level=record.levelname.lower(), message=record.getMessage(),
+                          **extra)
+
+
+def setup_logging(quiet: bool, log_format: str = "text") -> None:
+    """The library's log (logger ``gcage_fast``) on stderr as ``gcage-fast: ...`` lines, or as one JSON object
+    per line (:class:`JsonFormatter`) when ``log_format`` is ``json``; warnings only when quiet."""
     log = logging.getLogger("gcage_fast")
     log.handlers[:] = [h for h in log.handlers if isinstance(h, logging.NullHandler)]
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(EscapingFormatter("gcage-fast: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else EscapingFormatter("gcage-fast: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
