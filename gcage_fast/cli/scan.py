@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any
 
 import click
 
 from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, evidence_options, from_options,
                                    grid_option, json_flag, limit_options, model_option, setup_logging, throughput_options)
+from gcage_fast.cli.progress import Progress
 from gcage_fast.config import CAM_METHODS, HEATMAP_FORMATS, HEATMAPS_FOR, KERNEL_IMPLS
 from gcage_fast.scoring.aggregate import VERDICTS
 
 __all__ = ["scan"]
-
-
-class _Progress:
-    """A one-line progress display on a terminal (stderr), refreshed at most 5 times a second."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.last = 0.0
-
-    def __call__(self, p: Any) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.2 and p.done < p.todo):
-            return
-        self.last = now
-        rate = p.done / p.elapsed if p.elapsed > 0 else 0.0
-        eta = (p.todo - p.done) / rate if rate > 0 else 0.0
-        line = (f"\r{p.done}/{p.todo} images  {rate:.1f} img/s  {p.patches / max(p.elapsed, 1e-9):.1f} patches/s  "
-                f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s  errors {p.errors}")
-        click.echo(line.ljust(90), nl=False, err=True)
-
-    def close(self) -> None:
-        if self.enabled and self.last:
-            click.echo("", err=True)
 
 
 def _verdict_order(item: tuple[str, int]) -> tuple[int, str]:
@@ -173,11 +149,11 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
     if not options["inputs"] and options["from_list"] is None:
         raise click.UsageError("no inputs: name files, directories or archives to scan (INPUTS), or give "
                                "--from-list FILE ('-' for standard input)")
-    setup_logging(quiet)
+    setup_logging(quiet, log_format)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     limits = from_options(Limits, {name: options.pop(name) for name in LIMIT_FIELDS}, LIMIT_FIELDS)
     config = from_options(ScanConfig, options, mode=mode, limits=limits)
-    progress = _Progress(not quiet)
+    progress = Progress(quiet=quiet, log_every=log_every, log_format=log_format)
     try:
         summary = run_scan(config, progress)
     finally:
