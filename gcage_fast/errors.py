@@ -68,13 +68,20 @@ class MissingDependencyError(GcageError):
 class Interrupted(GcageError):
     """The scan was stopped by a signal; ``exit_code`` is 128 + the signal number. Resume with --resume."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, committed: int | None = None, total: int | None = None,
+                 lost: int | None = None) -> None:
         import signal
 
         self.signum = signum
         self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; run the same command with --resume to "
-                         "continue")
+        self.committed, self.total, self.lost = committed, total, lost
+        where = ""
+        if committed is not None and total is not None:
+            where = f": {committed} of {total} inputs are committed"
+            if lost:
+                where += f", {lost} scored since the last commit will be redone"
+        super().__init__(f"interrupted by {signal.Signals(signum).name}{where}; run the same command with "
+                         "--resume to continue")
 
 
 class CircuitBreakerError(GcageError):

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gcage_fast.hashing import sha256_file
 from gcage_fast.output.outdir import OutputDir
 from gcage_fast.output.schema import ROW_SCHEMA
 from genimages import photo_like
@@ -86,7 +87,9 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
         }
         table = pa.Table.from_pydict(cols, schema=ROW_SCHEMA)
         pq.write_table(table, od.part_path(shard))
-        od.commit_path(shard).write_text(json.dumps({"shard": shard, "rows": n, "run_id": "synthetic"}))
+        od.commit_path(shard).write_text(json.dumps({"shard": shard, "rows": n, "run_id": "synthetic",
+                                                     "part": f"results/shard-{shard:05d}.parquet",
+                                                     "sha256": sha256_file(od.part_path(shard))}))
         all_pf.append(np.where(ok, p_fake, -1.0))
         all_ids += ids
     run = {
@@ -100,6 +103,9 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
         "versions": {"gcage_fast": "test"},
     }
     od.run_json.write_text(json.dumps(run))
+    shards = [{"shard": k, "rows": min(shard_size, rows - k * shard_size), "sha256": ""} for k in range(n_shards)]
+    (od.plan_dir / "plan.json").write_text(json.dumps({"schema_version": 4, "n_inputs": rows, "shard_size": shard_size,
+                                                       "n_shards": n_shards, "shards": shards}))
     if heatmaps_for_top:
         from PIL import Image
 

@@ -29,6 +29,10 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
         "  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items(), key=_verdict_order))
                           or "none"),
     ]
+    if s.resumed:
+        redone = ("not known (the previous attempt was killed)" if s.redone is None else str(s.redone))
+        lines.append(f"  resumed:  {s.committed_before} inputs were committed before; redone (scored by the "
+                     f"interrupted attempt, not committed): {redone}")
     if s.verdict_sources:
         lines.append("  decided by: " + ", ".join(f"{k} {v}" for k, v in sorted(s.verdict_sources.items())))
     skipped = {k: v for k, v in (skipped or {}).items() if v}
@@ -161,6 +165,6 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
     if as_json:
         emit_json(summary.to_dict())
     elif not quiet:
-        skipped = (skipped_codes(OutputDir(summary.output), summary.shards_total) if summary.status.get("skipped")
+        skipped = (skipped_codes(OutputDir(summary.output)) if summary.status.get("skipped")
                    else None)
         click.echo(_summary_text(summary, skipped))

@@ -7,6 +7,9 @@ Layout (DESIGN.md §5)::
     OUT/plan/shard-NNNNN.arrow      the sorted inputs of each shard (Arrow IPC, so no *.parquet glob sees it)
     OUT/results/shard-NNNNN.parquet results, published by rename: the result set is OUT/results
     OUT/commits/shard-NNNNN.json    commit markers, written last
+    OUT/results/shard-NNNNN-OOOOOO.parquet, OUT/commits/shard-NNNNN-OOOOOO.json
+                                    a piece of a shard from its input OOOOOO on (scan --commit-every): a shard is
+                                    committed whole, or as pieces that cover it in order
     OUT/heatmaps/xx/<input_id>.png  optional overlays (.jpg, .webp with scan --heatmaps jpeg, webp)
     OUT/.lock                       held (flock) while a scan writes
 
@@ -32,7 +35,8 @@ from gcage_fast.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
 from gcage_fast.hashing import sha256_file
 from gcage_fast.output.schema import PLAN_SCHEMA, SCHEMA_VERSION
 
-__all__ = ["OutputDir", "PlanEntry", "PlanInput", "shard_name"]
+__all__ = ["OutputDir", "PlanEntry", "PlanInput", "committed_rows", "marker_stem", "part_stem", "shard_name",
+           "shard_rows"]
 
 _OURS = ("run.json", "plan", "results", "parts", "commits", "heatmaps")
 #: Where results live: ``results`` (schema 4 on), ``parts`` (older outputs).
@@ -54,6 +58,20 @@ class PlanInput(Protocol):
 
 def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}"
+
+
+def part_stem(shard: int, offset: int | None = None) -> str:
+    """The name (without suffix) of a shard's part and marker: ``shard-NNNNN`` for a shard committed whole
+    (``offset`` None), ``shard-NNNNN-OOOOOO`` for the piece of it that starts at its input ``offset``."""
+    return shard_name(shard) if offset is None else f"{shard_name(shard)}-{offset:06d}"
+
+
+def parse_stem(stem: str) -> tuple[int, int | None] | None:
+    """``(shard, offset)`` of a :func:`part_stem` (offset None: whole), None for any other name."""
+    fields = stem.split("-")
+    if fields[0] != "shard" or len(fields) not in (2, 3) or not all(f.isdigit() for f in fields[1:]):
+        return None
+    return int(fields[1]), int(fields[2]) if len(fields) == 3 else None
 
 
 @dataclass(frozen=True)
@@ -108,11 +126,12 @@ class OutputDir:
     def heatmaps_dir(self) -> Path:
         return self.path / "heatmaps"
 
-    def part_path(self, shard: int) -> Path:
-        return self.results_dir / f"{shard_name(shard)}.parquet"
+    def part_path(self, shard: int, offset: int | None = None) -> Path:
+        """The part of a shard committed whole, or of its piece from input ``offset`` on."""
+        return self.results_dir / f"{part_stem(shard, offset)}.parquet"
 
-    def commit_path(self, shard: int) -> Path:
-        return self.commits_dir / f"{shard_name(shard)}.json"
+    def commit_path(self, shard: int, offset: int | None = None) -> Path:
+        return self.commits_dir / f"{part_stem(shard, offset)}.json"
 
     def heatmap_path(self, input_id: str, fmt: str = "png") -> Path:
         from gcage_fast.output.heatmaps import heatmap_path  # numpy and Pillow: only where overlays are written
@@ -267,29 +286,71 @@ class OutputDir:
         ]
 
     # ---- commits
-    def read_commit(self, shard: int) -> dict[str, Any] | None:
-        path = self.commit_path(shard)
+    def read_commit(self, shard: int, offset: int | None = None) -> dict[str, Any] | None:
+        """The marker of a shard committed whole (or of one piece); None when it is missing or unreadable."""
         try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
+            return json.loads(self.commit_path(shard, offset).read_text())
         except (OSError, ValueError):
             return None
 
-    def committed_shards(self, n_shards: int) -> dict[int, dict[str, Any]]:
-        """Shards whose marker exists and whose part matches the marker's sha256."""
-        done = {}
-        for shard in range(n_shards):
-            marker = self.read_commit(shard)
-            if marker is None:
+    def markers(self) -> dict[int, list[tuple[str, dict[str, Any] | None]]]:
+        """Every marker on disk, unchecked, by shard: ``(stem, marker or None when unreadable)``, in input order
+        (a whole shard's marker first, then its pieces by offset)."""
+        found: dict[int, list[tuple[int, str, dict[str, Any] | None]]] = {}
+        if self.commits_dir.is_dir():
+            for p in self.commits_dir.iterdir():
+                parsed = parse_stem(p.name[:-5]) if p.name.endswith(".json") else None
+                if parsed is None:
+                    continue
+                try:
+                    marker = json.loads(p.read_text())
+                except (OSError, ValueError):
+                    marker = None
+                found.setdefault(parsed[0], []).append((-1 if parsed[1] is None else parsed[1], p.name[:-5], marker))
+        return {shard: [(stem, m) for _, stem, m in sorted(items, key=lambda t: t[0])]
+                for shard, items in found.items()}
+
+    def committed_parts(self, shard_rows: dict[int, int]) -> dict[int, list[dict[str, Any]]]:
+        """For each shard of the plan (``{shard: rows}``), the markers of what is committed of it, in input order:
+        the shard whole, or its pieces from input 0 on while each starts where the last ended. A marker counts only
+        when its part matches the marker's sha256; shards with nothing committed are left out."""
+        done: dict[int, list[dict[str, Any]]] = {}
+        for shard, items in self.markers().items():
+            if shard not in shard_rows:
                 continue
-            part = self.part_path(shard)
-            if part.is_file() and sha256_file(part) == marker.get("sha256"):
-                done[shard] = marker
+            chain: list[dict[str, Any]] = []
+            end = 0
+            for stem, marker in items:
+                if marker is None:
+                    continue
+                whole = parse_stem(stem)[1] is None  # type: ignore[index]
+                if whole and self._part_matches(stem, marker):
+                    chain, end = [marker], shard_rows[shard]
+                    break
+                if not whole and marker.get("offset") == end and self._part_matches(stem, marker):
+                    chain.append(marker)
+                    end += int(marker.get("rows", 0))
+            if chain:
+                done[shard] = chain
         return done
 
-    def remove_uncommitted(self, committed: set[int]) -> int:
-        """Delete temp files and parts/markers of shards that are not committed. Returns the number removed."""
+    def _part_matches(self, stem: str, marker: dict[str, Any]) -> bool:
+        part = self.results_dir / f"{stem}.parquet"
+        return part.is_file() and sha256_file(part) == marker.get("sha256")
+
+    def committed_shards(self, shard_rows: dict[int, int]) -> dict[int, list[dict[str, Any]]]:
+        """The shards of :meth:`committed_parts` that are committed completely."""
+        return {shard: chain for shard, chain in self.committed_parts(shard_rows).items()
+                if committed_rows(chain) == shard_rows[shard]}
+
+    def result_files(self, shard_rows: dict[int, int]) -> list[Path]:
+        """The committed parts (whole shards and pieces), in plan order: every committed row, once."""
+        return [self.path / m["part"] if "part" in m else self.part_path(shard)
+                for shard, chain in sorted(self.committed_parts(shard_rows).items()) for m in chain]
+
+    def remove_uncommitted(self, keep: set[str]) -> int:
+        """Delete temp files, and the parts and markers whose name (:func:`part_stem`) is not in ``keep``.
+        Returns the number removed."""
         removed = 0
         heat_dirs = [d for d in self.heatmaps_dir.iterdir() if d.is_dir()] if self.heatmaps_dir.is_dir() else []
         for d in (self.results_dir, self.commits_dir, self.plan_dir, *heat_dirs):
@@ -304,9 +365,24 @@ class OutputDir:
                 continue
             for p in d.iterdir():
                 stem = p.name[: -len(suffix)] if p.name.endswith(suffix) else None
-                if stem and stem.startswith("shard-") and stem[6:].isdigit() and int(stem[6:]) not in committed:
+                if stem and parse_stem(stem) is not None and stem not in keep:
                     p.unlink(missing_ok=True)
                     removed += 1
         if removed:
             fsync_dir(self.path)
         return removed
+
+
+def committed_rows(chain: list[dict[str, Any]]) -> int:
+    """Inputs covered by a shard's markers (:meth:`OutputDir.committed_parts`)."""
+    return sum(int(m.get("rows", 0)) for m in chain)
+
+
+def marker_stem(marker: dict[str, Any]) -> str:
+    """The :func:`part_stem` a marker was written for."""
+    return part_stem(int(marker["shard"]), marker.get("offset") if marker.get("piece") else None)
+
+
+def shard_rows(plan: dict[str, Any]) -> dict[int, int]:
+    """``{shard: rows}`` of a plan.json."""
+    return {int(s["shard"]): int(s["rows"]) for s in plan["shards"]}

@@ -2,7 +2,8 @@
 
 For each shard: write ``results/shard-NNNNN.parquet.tmp-<run>`` (one row group, zstd), close it and check the
 close, fsync, rename to the final name, fsync the directory, then write ``commits/shard-NNNNN.json`` last. A shard
-without a valid marker is garbage and is redone on resume.
+without a valid marker is garbage and is redone on resume. A piece of a shard (``--commit-every``) is committed the
+same way as ``shard-NNNNN-OOOOOO`` (OOOOOO: its first input within the shard).
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def commit_shard(out: OutputDir, shard: int, rows: list[dict[str, Any]], *, run_id: str, model_sha256: str,
-                 heatmaps: int = 0, fault: FaultHook | None = None) -> dict[str, Any]:
-    """Write and publish one shard; returns its commit marker.
+                 heatmaps: int = 0, fault: FaultHook | None = None, offset: int | None = None,
+                 shard_rows: int | None = None, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write and publish one shard, or with ``offset`` the piece of it that starts at its input ``offset`` (of
+    ``shard_rows``); returns the commit marker. ``stats`` (counts by status, wall time, images/s) go into it.
 
     Raises:
         OutputError: the part cannot be written (disk full, permissions): a run-level failure.
     """
     table = rows_table(rows)
-    final = out.part_path(shard)
+    final = out.part_path(shard, offset)
     tmp = tmp_name(final, run_id[:12])
     try:
         writer = pq.ParquetWriter(tmp, ROW_SCHEMA, compression="zstd")
@@ -68,11 +71,13 @@ def commit_shard(out: OutputDir, shard: int, rows: list[dict[str, Any]], *, run_
             "sha256": sha256_file(final),
             "input_ids_sha256": sha256_bytes("\n".join(table.column("input_id").to_pylist()).encode()),
             "heatmaps": heatmaps,
+            **({"piece": True, "offset": offset, "shard_rows": shard_rows} if offset is not None else {}),
+            **({"stats": stats} if stats is not None else {}),
             "run_id": run_id,
             "model_sha256": model_sha256,
             "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        atomic_write_json(out.commit_path(shard), marker, tag=run_id[:12])
+        atomic_write_json(out.commit_path(shard, offset), marker, tag=run_id[:12])
     except OSError as exc:
         try:
             tmp.unlink(missing_ok=True)

@@ -1,8 +1,8 @@
 """``gcage-fast verify``: check the ledger invariant of an output directory.
 
-For the frozen plan, every shard must be committed, its part readable, its sha256 and row count equal to the
-commit marker, and its rows must be exactly the planned inputs of that shard, in plan order (no gaps, no
-duplicates, no strangers). Scores must be null unless ``status = ok``.
+For the frozen plan, every shard must be committed (whole, or as pieces that cover it in order), each part
+readable, its sha256 and row count equal to its commit marker, and the rows must be exactly the planned inputs of
+that shard, in plan order (no gaps, no duplicates, no strangers). Scores must be null unless ``status = ok``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gcage_fast.errors import OutputError
 from gcage_fast.hashing import sha256_file
-from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.outdir import OutputDir, parse_stem
 from gcage_fast.output.schema import ROW_SCHEMAS, SCORE_COLUMNS
 
 __all__ = ["VerifyReport", "verify_output"]
@@ -42,6 +43,31 @@ class VerifyReport:
                 "problems": self.problems}
 
 
+def _checked_part(shard: int, part: Path, marker: dict | None, problem) -> pa.Table | None:
+    """The rows of one committed part, or None (and a problem) when the part does not hold what its marker says."""
+    if marker is None:
+        problem(f"shard {shard}: the commit marker of {part.name} is unreadable")
+        return None
+    if not part.is_file():
+        problem(f"shard {shard}: committed but {part.name} is missing")
+        return None
+    if sha256_file(part) != marker.get("sha256"):
+        problem(f"shard {shard}: {part.name} does not match the sha256 in its commit marker")
+        return None
+    try:
+        table = pq.read_table(part)
+    except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt part
+        problem(f"shard {shard}: {part.name} is unreadable: {exc}")
+        return None
+    version = int((table.schema.metadata or {}).get(b"gcage_fast.schema_version", b"0") or 0)
+    expected = ROW_SCHEMAS.get(version)
+    if expected is None or not table.schema.equals(expected, check_metadata=False):
+        known = ", ".join(f"v{v}" for v in ROW_SCHEMAS)
+        problem(f"shard {shard}: schema differs from output schema v{version} (this version reads {known})")
+        return None
+    return table
+
+
 def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
     """Check an output directory. Raises OutputError only when it is not a gcage_fast output at all."""
     out = OutputDir(path)
@@ -61,6 +87,7 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
             problems.append("... (more problems not listed)")
 
     expected_names = set()
+    markers = out.markers()
     for s in plan["shards"]:
         shard = s["shard"]
         expected_names.add(out.part_path(shard).name)
@@ -69,47 +96,47 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
         except (OutputError, OSError) as exc:
             problem(f"shard {shard}: plan unreadable: {exc}")
             continue
-        marker = out.read_commit(shard)
-        if marker is None:
+        items = markers.get(shard, [])
+        if not items:
             problem(f"shard {shard}: not committed (scan incomplete; run it again with --resume)")
             continue
-        part = out.part_path(shard)
-        if not part.is_file():
-            problem(f"shard {shard}: committed but {part.name} is missing")
-            continue
-        if sha256_file(part) != marker.get("sha256"):
-            problem(f"shard {shard}: {part.name} does not match the sha256 in its commit marker")
-            continue
-        try:
-            table = pq.read_table(part)
-        except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt part
-            problem(f"shard {shard}: {part.name} is unreadable: {exc}")
-            continue
-        version = int((table.schema.metadata or {}).get(b"gcage_fast.schema_version", b"0") or 0)
-        expected = ROW_SCHEMAS.get(version)
-        if expected is None or not table.schema.equals(expected, check_metadata=False):
-            known = ", ".join(f"v{v}" for v in ROW_SCHEMAS)
-            problem(f"shard {shard}: schema differs from output schema v{version} (this version reads {known})")
-            continue
-        report.n_committed += 1
-        report.n_rows += table.num_rows
-        if table.num_rows != marker.get("rows") or table.num_rows != len(entries):
-            problem(f"shard {shard}: {table.num_rows} rows, marker says {marker.get('rows')}, "
-                    f"plan has {len(entries)}")
-        ids = table.column("input_id").to_pylist()
-        planned = [e.input_id for e in entries]
-        if ids != planned:
-            dup = [i for i, c in Counter(ids).items() if c > 1]
-            missing = set(planned) - set(ids)
-            extra = set(ids) - set(planned)
-            problem(f"shard {shard}: rows do not match the plan ({len(missing)} missing, {len(extra)} unplanned, "
-                    f"{len(dup)} duplicated)")
-        status.update(table.column("status").to_pylist())
-        not_ok = pc.not_equal(table.column("status"), "ok")
-        for col in (c for c in SCORE_COLUMNS if c in table.column_names):
-            leaked = pc.sum(pc.and_(not_ok, pc.is_valid(table.column(col)))).as_py() or 0
-            if leaked:
-                problem(f"shard {shard}: {leaked} rows with status != ok have a non-null {col}")
+        end, complete = 0, True
+        for stem, marker in items:
+            part = out.results_dir / f"{stem}.parquet"
+            expected_names.add(part.name)
+            piece_at = parse_stem(stem)[1]  # type: ignore[index]
+            whole, offset = piece_at is None, piece_at or 0
+            table = _checked_part(shard, part, marker, problem)
+            if table is None:
+                complete = False
+                continue
+            if offset != end:
+                problem(f"shard {shard}: {part.name} starts at input {offset}, the parts before it end at {end}")
+            planned = [e.input_id for e in (entries if whole else entries[offset:offset + table.num_rows])]
+            report.n_rows += table.num_rows
+            end = len(entries) if whole else offset + table.num_rows
+            if table.num_rows != marker.get("rows") or (whole and table.num_rows != len(entries)):
+                problem(f"shard {shard}: {table.num_rows} rows, marker says {marker.get('rows')}, "
+                        f"plan has {len(entries)}")
+            ids = table.column("input_id").to_pylist()
+            if ids != planned:
+                dup = [i for i, c in Counter(ids).items() if c > 1]
+                missing = set(planned) - set(ids)
+                extra = set(ids) - set(planned)
+                problem(f"shard {shard}: rows do not match the plan ({len(missing)} missing, {len(extra)} "
+                        f"unplanned, {len(dup)} duplicated)")
+            status.update(table.column("status").to_pylist())
+            not_ok = pc.not_equal(table.column("status"), "ok")
+            for col in (c for c in SCORE_COLUMNS if c in table.column_names):
+                leaked = pc.sum(pc.and_(not_ok, pc.is_valid(table.column(col)))).as_py() or 0
+                if leaked:
+                    problem(f"shard {shard}: {leaked} rows with status != ok have a non-null {col}")
+        if complete and end != len(entries):
+            problem(f"shard {shard}: {end} of its {len(entries)} inputs committed (scan incomplete; run it again "
+                    "with --resume)" if end < len(entries) else
+                    f"shard {shard}: {end} rows, plan has {len(entries)}")
+        elif complete:
+            report.n_committed += 1
     for d in (out.results_dir, out.commits_dir):
         if d.is_dir():
             for p in d.iterdir():

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from gcage_fast.errors import OutputError
-from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.outdir import OutputDir, shard_rows
 
 __all__ = ["ReportData", "collect", "HIST_BINS"]
 
@@ -90,12 +90,8 @@ def collect(out: str | Path, top_n: int = 50) -> ReportData:
     if not od.run_json.is_file():
         raise OutputError(f"{out} is not a scan output (no run.json)")
     run = od.read_run()
-    n_shards = int(run.get("plan", {}).get("n_shards") or 0)
-    parts = []
-    for shard in range(n_shards):
-        marker = od.read_commit(shard)
-        if marker is not None and od.part_path(shard).is_file():
-            parts.append(od.part_path(shard))
+    plan = od.read_plan_info() if (od.plan_dir / "plan.json").is_file() else {"shards": []}
+    parts = od.result_files(shard_rows(plan))
     edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
     if not parts:
         empty = np.zeros(HIST_BINS, dtype=np.int64)

@@ -16,7 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from gcage_fast.hashing import sha256_file
 from gcage_fast.ingest.filters import PathFilter
 from gcage_fast.ingest.sources import Discovery, display_path, discover_inputs
 from gcage_fast.log import logger
-from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.outdir import OutputDir, committed_rows, marker_stem, shard_rows
 from gcage_fast.output.schema import SCHEMA_VERSION
 from gcage_fast.scanning.context import RunContext, ShardSpec
 from gcage_fast.scanning.summary import ScanSummary, totals
@@ -205,10 +205,12 @@ class Run:
     info: dict[str, Any]
     plan: dict[str, Any]
     resumed: bool
-    committed: dict[int, dict[str, Any]]
-    pending: list[ShardSpec]
+    committed: dict[int, list[dict[str, Any]]]  # shards committed completely: their markers
+    pending: list[ShardSpec]  # the rest, each from the first input not committed (``start``)
     ctx: RunContext
     setup: Setup = field(repr=False)
+    committed_inputs: int = 0  # inputs committed before this attempt (whole shards and pieces)
+    redone: int | None = None  # inputs the previous attempt scored and did not commit (None: not known, it was killed)
 
     def record(self, **fields: Any) -> None:
         """Add ``fields`` to run.json and write it."""
@@ -266,9 +268,22 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
         if fault is not None:
             fault("after_plan", 0)
     out.make_dirs()
-    committed = out.committed_shards(plan["n_shards"])
-    out.remove_uncommitted(set(committed))
-    pending = [ShardSpec.from_plan(s) for s in plan["shards"] if s["shard"] not in committed]
+    rows = shard_rows(plan)
+    parts = out.committed_parts(rows)
+    out.remove_uncommitted({marker_stem(m) for chain in parts.values() for m in chain})
+    done = {shard: committed_rows(chain) for shard, chain in parts.items()}
+    committed = {shard: parts[shard] for shard, n in done.items() if n == rows[shard]}
+    pending = [replace(ShardSpec.from_plan(s), start=done.get(s["shard"], 0)) for s in plan["shards"]
+               if s["shard"] not in committed]
+    committed_inputs = sum(done.values())
+    redone = _redone(previous) if resumed else 0
+    if resumed:
+        info["resumed_from"] = {"committed": committed_inputs, "redone": redone}
+        logger.info("resuming: %d of %d inputs are committed, %d to do%s", committed_inputs, plan["n_inputs"],
+                    plan["n_inputs"] - committed_inputs,
+                    f" ({redone} of them scored by the interrupted attempt and redone)" if redone else
+                    " (the previous attempt was killed: what it scored after its last commit is redone)"
+                    if redone is None else "")
     info.update(state="running", plan={k: plan[k] for k in ("n_inputs", "shard_size", "n_shards")})
     out.write_run(info)
     if model.head is None:
@@ -278,14 +293,22 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
                      model_sha256=spec.sha256, backend=backend_label, cam_method=setup.options.cam_method,
                      cam_target=setup.options.cam_target, threshold=r["threshold"], top_k=r["top_k"],
                      full_image=uses_device_path(config), class_names=tuple(spec.class_names))
-    return Run(out, info, plan, resumed, committed, pending, ctx, setup)
+    return Run(out, info, plan, resumed, committed, pending, ctx, setup, committed_inputs, redone)
+
+
+def _redone(previous: dict[str, Any]) -> int | None:
+    """How many inputs the attempt that wrote ``previous`` (run.json) scored and did not commit: recorded when it
+    was interrupted or stopped by an error; not known when it was killed (its state still says running)."""
+    if previous.get("state") in ("interrupted", "stopped"):
+        return int(previous.get("last_attempt", {}).get("lost", 0))
+    return 0 if previous.get("state") == "finished" else None
 
 
 def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float) -> ScanSummary:
     """Record the finished run in run.json and sum it up. ``processed`` and ``patches`` count this attempt;
     ``t_start`` is when the command started (``time.perf_counter()``)."""
     n_shards = run.plan["n_shards"]
-    status, codes, verdicts, sources = totals(run.out, n_shards)
+    status, codes, verdicts, sources = totals(run.out, shard_rows(run.plan))
     wall_s = time.perf_counter() - t_start
     run.record(state="finished", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                counts={"status": dict(status), "error_codes": dict(codes), "verdicts": dict(verdicts),
@@ -299,4 +322,5 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
         wall_s=wall_s, scan_s=scan_s, shards_total=n_shards, shards_written=len(run.pending),
         shards_skipped=len(run.committed), model_id=ctx.model_id, backend=ctx.backend, cam_method=ctx.cam_method,
         verdict_sources=dict(sources), filtered=dict(run.info.get("filtered", {})),
+        committed_before=run.committed_inputs, redone=run.redone if run.resumed else 0,
     )

@@ -1,7 +1,7 @@
 """The three steps of a scan over one plan shard (DESIGN.md §8), and nothing that schedules them:
 
     prepare_shard(ctx, spec, pool)                -> (PlanEntry, Prepared) in plan order   decode, limits, patches
-    score_shard(ctx, scorer, spec, prepared)      -> ScoredShard (rows + heatmap count)     one Scorer
+    score_pieces(ctx, scorer, spec, prepared)     -> ScoredShard pieces (rows, heatmaps)     one Scorer
     commit_shard(ctx, scored)                     -> commit marker                          part, then marker
 
 Each step takes a :class:`RunContext` and a :class:`ShardSpec` (plain, frozen, picklable) and what the caller
@@ -14,6 +14,8 @@ with exactly the batches of an uninterrupted one, and its scores are bit-identic
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +35,7 @@ from gcage_fast.scoring.base import ImageScore, Scorer
 from gcage_fast.scoring.factory import DEVICE_INFLIGHT_BYTES, inflight_window, max_device_image_bytes
 
 __all__ = ["InFlight", "ScoredShard", "commit_shard", "in_flight", "pool_limits", "prepare_shard", "prepare_shards",
-           "score_shard", "take_shard"]
+           "score_pieces", "score_shard", "take_shard"]
 
 FaultHook = Callable[[str, int], None]
 #: Prepared inputs of several shards, each tagged with its shard: ``(shard, entry, prepared)``.
@@ -86,15 +88,16 @@ def prepare_shards(ctx: RunContext, shards: Sequence[ShardSpec], pool: Supervise
 
 
 def take_shard(spec: ShardSpec, stream: Stream) -> Iterator[tuple[PlanEntry, Prepared]]:
-    """The next ``spec.rows`` items of a :func:`prepare_shards` stream, which must be those of ``spec``; takes
-    nothing beyond them."""
-    for n in range(spec.rows):
+    """The next ``spec.todo`` items of a :func:`prepare_shards` stream (the shard from ``spec.start`` on), which
+    must be those of ``spec``; takes nothing beyond them."""
+    for n in range(spec.todo):
         try:
             shard, entry, prep = next(stream)
         except StopIteration:
-            raise OutputError(f"plan shard {spec.shard} ended after {n} of its {spec.rows} inputs") from None
+            raise OutputError(f"plan shard {spec.shard} ended after {spec.start + n} of its {spec.rows} "
+                              "inputs") from None
         if shard != spec.shard:
-            raise OutputError(f"plan shard {spec.shard} holds {n} inputs, plan.json says {spec.rows}")
+            raise OutputError(f"plan shard {spec.shard} holds {spec.start + n} inputs, plan.json says {spec.rows}")
         yield entry, prep
 
 
@@ -111,19 +114,34 @@ def prepare_shard(ctx: RunContext, spec: ShardSpec, pool: SupervisedPool,
 
 @dataclass
 class ScoredShard:
-    """The rows of one shard, in plan order, and how many heatmaps were written for it."""
+    """Scored rows of one shard, in plan order: the whole shard (``offset`` None), or the piece of it that starts
+    at its input ``offset`` (of ``shard_rows``); how many heatmaps were written for them, and their stats."""
 
     shard: int
     rows: list[dict[str, Any]]
     heatmaps: int = 0
+    offset: int | None = None
+    shard_rows: int | None = None
+    stats: dict[str, Any] | None = None  # counts by status, wall time, images/s (the commit marker keeps them)
 
 
 def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iterable[tuple[PlanEntry, Prepared]],
                 on_oom: Callable[[PlanEntry, Prepared], None] | None = None) -> ScoredShard:
-    """Step 2: score the prepared inputs of one shard, in batches of ``config.batch_size`` patches, and build its
-    rows. Heatmap PNGs are written as their images are scored, and decoded pixels are released at once, so memory
-    does not grow with the shard size; ``prepared`` is consumed lazily (the next batch may still be decoding).
+    """Step 2: score the prepared inputs of one shard and build its rows, as one piece
+    (:func:`score_pieces` without time-based cuts)."""
+    return next(iter(score_pieces(ctx, scorer, spec, prepared, on_oom=on_oom)))
 
+
+def score_pieces(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iterable[tuple[PlanEntry, Prepared]],
+                 on_oom: Callable[[PlanEntry, Prepared], None] | None = None,
+                 due: Callable[[], bool] | None = None) -> Iterator[ScoredShard]:
+    """Step 2: score the prepared inputs of one shard (from ``spec.start`` on), in batches of
+    ``config.batch_size`` patches, and yield their rows: the whole shard at once, or pieces when ``due()`` (the
+    runner's commit clock) says so. A piece ends only where no batch is open, so every batch is the one an
+    uninterrupted scan forms and a resumed piece scores bit-identically.
+
+    Heatmap overlays are written as their images are scored, and decoded pixels are released at once, so memory
+    does not grow with the shard size; ``prepared`` is consumed lazily (the next batch may still be decoding).
     An image that does not fit in the engine's memory even alone becomes an ``engine.out_of_memory`` row;
     ``on_oom`` hears of it when it happens.
     """
@@ -133,6 +151,8 @@ def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iter
     scores: dict[int, ImageScore] = {}
     heat_paths: dict[int, str] = {}  # the heatmap_path column: only overlays actually written
     n_heatmaps = 0
+    offset = spec.start
+    t_piece = time.perf_counter()
 
     def flush() -> None:
         nonlocal n_heatmaps
@@ -154,16 +174,30 @@ def score_shard(ctx: RunContext, scorer: Scorer, spec: ShardSpec, prepared: Iter
             scores[prep.index] = score
         batch.clear()
 
+    def piece() -> ScoredShard:
+        nonlocal items, n_heatmaps, offset, t_piece
+        rows = [build_row(ctx, spec.shard, entry, prep, scores.pop(prep.index, None), heat_paths.pop(prep.index, None))
+                for entry, prep in items]
+        wall = time.perf_counter() - t_piece
+        whole = offset == 0 and len(rows) == spec.rows
+        scored = ScoredShard(spec.shard, rows, n_heatmaps, None if whole else offset, None if whole else spec.rows,
+                             {"status": dict(Counter(r["status"] for r in rows)), "wall_s": round(wall, 3),
+                              "images_per_s": round(len(rows) / wall, 3) if wall > 0 else None})
+        offset += len(rows)
+        items, n_heatmaps, t_piece = [], 0, time.perf_counter()
+        return scored
+
     for entry, prep in prepared:
         items.append((entry, prep))
         if prep.status == "ok":
             batch.append((entry, prep))
             if sum(p.n_patches for _, p in batch) >= ctx.config.batch_size:
                 flush()
+        if not batch and due is not None and offset + len(items) < spec.rows and due():
+            yield piece()
     flush()
-    rows = [build_row(ctx, spec.shard, entry, prep, scores.pop(prep.index, None), heat_paths.get(prep.index))
-            for entry, prep in items]
-    return ScoredShard(spec.shard, rows, n_heatmaps)
+    if items or offset == spec.start:  # a shard with nothing to do still yields its (empty) rows once
+        yield piece()
 
 
 def _wanted(ctx: RunContext, prep: Prepared, score: ImageScore) -> bool:
@@ -196,4 +230,5 @@ def commit_shard(ctx: RunContext, scored: ScoredShard, fault: FaultHook | None =
         OutputError: the part cannot be written (disk full, permissions): a run-level failure.
     """
     return parquet.commit_shard(ctx.outdir(), scored.shard, scored.rows, run_id=ctx.run_id,
-                                model_sha256=ctx.model_sha256, heatmaps=scored.heatmaps, fault=fault)
+                                model_sha256=ctx.model_sha256, heatmaps=scored.heatmaps, fault=fault,
+                                offset=scored.offset, shard_rows=scored.shard_rows, stats=scored.stats)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.outdir import OutputDir, shard_rows
 
 __all__ = ["ScanProgress", "ScanSummary", "totals", "skipped_codes"]
 
@@ -52,6 +52,8 @@ class ScanSummary:
     verdict_sources: dict[str, int] = field(default_factory=dict)  # what decided the verdicts (model, c2pa, ...)
     #: found files that are not inputs and have no row, by reason (junk, excluded, not_included, old_output, ...)
     filtered: dict[str, int] = field(default_factory=dict)
+    committed_before: int = 0  # inputs committed before this attempt (resume)
+    redone: int | None = 0  # inputs the interrupted attempt had scored, not committed, and this one redid (None: unknown)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,13 +71,15 @@ class ScanSummary:
         return d
 
 
-def totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter, Counter]:
-    """Counts of ``status``, ``error_code``, ``verdict`` and ``verdict_source`` over the parts in ``out``."""
+def _parts(out: OutputDir, rows: dict[int, int] | None) -> list:
+    return out.result_files(shard_rows(out.read_plan_info()) if rows is None else rows)
+
+
+def totals(out: OutputDir, rows: dict[int, int] | None = None) -> tuple[Counter, Counter, Counter, Counter]:
+    """Counts of ``status``, ``error_code``, ``verdict`` and ``verdict_source`` over the committed parts in ``out``
+    (``rows``: the plan's ``{shard: rows}``, read from plan.json when None)."""
     status, codes, verdicts, sources = Counter(), Counter(), Counter(), Counter()
-    for shard in range(n_shards):
-        part = out.part_path(shard)
-        if not part.is_file():
-            continue
+    for part in _parts(out, rows):
         t = pq.read_table(part, columns=["status", "error_code", "verdict", "verdict_source"]).to_pydict()
         status.update(t["status"])
         codes.update(c for c in t["error_code"] if c)
@@ -84,13 +88,11 @@ def totals(out: OutputDir, n_shards: int) -> tuple[Counter, Counter, Counter, Co
     return status, codes, verdicts, sources
 
 
-def skipped_codes(out: OutputDir, n_shards: int) -> Counter:
+def skipped_codes(out: OutputDir, rows: dict[int, int] | None = None) -> Counter:
     """Counts of ``error_code`` over the rows with status skipped (``totals`` counts the codes of every status):
     a summary lists them apart from the errors."""
     codes: Counter = Counter()
-    for shard in range(n_shards):
-        part = out.part_path(shard)
-        if part.is_file():
-            t = pq.read_table(part, columns=["status", "error_code"]).to_pydict()
-            codes.update(c for st, c in zip(t["status"], t["error_code"]) if st == "skipped" and c)
+    for part in _parts(out, rows):
+        t = pq.read_table(part, columns=["status", "error_code"]).to_pydict()
+        codes.update(c for st, c in zip(t["status"], t["error_code"]) if st == "skipped" and c)
     return codes
