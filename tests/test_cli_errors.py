@@ -114,18 +114,35 @@ def test_explain_creates_missing_parent_directories(image, tiny_model_dir, tmp_p
 
 
 # ------------------------------------------------------------------------------- 5. an unfinished scan
-@pytest.mark.parametrize("state", ["running", "planning"])
-def test_report_of_an_unfinished_scan_does_not_claim_it_was_interrupted(tmp_path, state):
+@pytest.mark.parametrize("state, held, why", [
+    ("running", True, "A scan is writing it now (it holds the output's lock): this report shows what is committed "
+     "so far."),
+    ("running", False, "Its scan ended without finishing (killed, or the machine stopped): resume it with "
+     "<code>gcage-fast scan ... --resume</code>."),
+    ("planning", False, "Its scan ended without finishing (killed, or the machine stopped): resume it with "
+     "<code>gcage-fast scan ... --resume</code>."),
+    ("interrupted", False, "Its scan was interrupted: resume it with <code>gcage-fast scan ... --resume</code>."),
+    ("stopped", False, "Its scan was stopped by an error: resume it with <code>gcage-fast scan ... --resume</code>."),
+])
+def test_report_of_an_unfinished_scan_says_whether_it_is_running(tmp_path, state, held, why):
+    """run.json says running until a scan ends, and after a kill too: the report tells them apart by the lock."""
+    from gcage_fast.output.outdir import OutputDir
+
     out = synthetic_output(tmp_path / "o", 30, shard_size=10)
     run = json.loads((out / "run.json").read_text())
     run["state"] = state
     (out / "run.json").write_text(json.dumps(run))
     (out / "commits" / "shard-00002.json").unlink()
-    run_cli("report", out, "-o", tmp_path / "r.html")
+    holder = OutputDir(out)
+    if held:
+        holder.open_for_scan("resume")  # what a running scan holds: the flock on OUT/.lock
+    try:
+        run_cli("report", out, "-o", tmp_path / "r.html")
+    finally:
+        holder.close()
     text = (tmp_path / "r.html").read_text()
     assert (f"<p class=warn>This scan is <b>incomplete</b> (run.json state {state}): 20 of 30 planned inputs have "
-            "committed rows. It is still running, or it was interrupted (resume it with "
-            "<code>gcage-fast scan ... --resume</code>).</p>") in text
+            f"committed rows. {why}</p>") in text
 
 
 def test_report_of_a_finished_scan_with_missing_parts_points_at_verify(tmp_path):

@@ -204,6 +204,27 @@ class OutputDir:
             raise OutputError(f"another scan is writing to {self.path} (lock held)") from None
         self._lock_fd = fd
 
+    def scan_running(self) -> bool:
+        """Whether a scan holds this directory's lock now, found without taking it (the kernel's table of locks,
+        /proc/locks; False where there is none), so a reader never delays a scan that is starting."""
+        try:
+            st = os.stat(self.path / ".lock")
+            table = Path("/proc/locks").read_text()
+        except OSError:
+            return False
+        for line in table.splitlines():
+            fields = line.split()
+            if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
+                continue  # a waiter, or not a flock
+            try:
+                major, minor, inode = fields[5].split(":")
+                if (int(major, 16), int(minor, 16), int(inode)) == (os.major(st.st_dev), os.minor(st.st_dev),
+                                                                    st.st_ino):
+                    return True
+            except ValueError:
+                continue
+        return False
+
     def close(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)

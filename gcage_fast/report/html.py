@@ -6,11 +6,13 @@ the inputs are untrusted, and a file name must not be able to inject markup into
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gcage_fast.version import __version__
+from gcage_fast.output.outdir import OutputDir
 from gcage_fast.report.data import ReportData, run_summary
 from gcage_fast.report.thumbnails import Thumbnail
 
@@ -35,6 +37,19 @@ details{margin:4px 0 12px}summary{cursor:pointer;color:#555}
 pre{background:#f3f3f3;padding:8px;overflow-x:auto;font-size:12px;margin:4px 0}
 .muted{color:#666}.warn{background:#fff4d6;border:1px solid #e8c55a;padding:8px 12px;border-radius:6px}
 """
+
+
+def _why_incomplete(state: str | None, out: Path) -> str:
+    """What an incomplete output means: run.json says "running" until a scan ends, and still says it after a kill,
+    so the lock on OUT/.lock tells a scan at work from a stopped one."""
+    resume = "resume it with <code>gcage-fast scan ... --resume</code>."
+    if state == "finished":
+        return "Parts are missing from a finished scan; <code>gcage-fast verify</code> says which."
+    if OutputDir(out).scan_running():
+        return "A scan is writing it now (it holds the output's lock): this report shows what is committed so far."
+    if state in ("interrupted", "stopped"):
+        return f"Its scan was {'interrupted' if state == 'interrupted' else 'stopped by an error'}: {resume}"
+    return f"Its scan ended without finishing (killed, or the machine stopped): {resume}"
 
 
 def _e(text: Any) -> str:
@@ -148,14 +163,8 @@ def render_html(data: ReportData, thumbs: dict[str, Thumbnail]) -> str:
     add(f"<h1>Scan report</h1><p class=muted>{_e(data.out)} &middot; run {_e(run['run_id'])} &middot; "
         f"made by gcage-fast {_e(__version__)}</p>")
     if run["state"] != "finished" or (data.n_planned is not None and data.n_rows != data.n_planned):
-        # run.json says "running" from the start of a scan until it finishes, and still says it after a crash or
-        # a kill, so run.json alone cannot tell a scan in progress from an interrupted one (the flock on OUT/.lock
-        # could; OutputDir has no read-only probe of it yet).
         add(f"<p class=warn>This scan is <b>incomplete</b> (run.json state {_e(run['state'])}): {data.n_rows} of "
-            f"{_e(data.n_planned)} planned inputs have committed rows. "
-            + ("Parts are missing from a finished scan; <code>gcage-fast verify</code> says which."
-               if run["state"] == "finished" else "It is still running, or it was interrupted (resume it with "
-               "<code>gcage-fast scan ... --resume</code>).") + "</p>")
+            f"{_e(data.n_planned)} planned inputs have committed rows. {_why_incomplete(run['state'], data.out)}</p>")
     # Summary cards
     fake = data.verdicts.get("fake", 0)
     cards = [("inputs (rows)", data.n_rows), ("ok", ok_rows), ("fake", fake), ("real", data.verdicts.get("real", 0)),
