@@ -20,14 +20,24 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(tmp_path_factory, tiny_model_dir):
+    """Images with non-ASCII names, a broken file, a tar; macOS and Windows junk in the tree and in the tar, and an
+    earlier gcage-fast output (with PNG overlays) inside the tree: the junk and the old output get no rows."""
     root = tmp_path_factory.mktemp("tree") / "uploads"
     gen.save_image(root / "a" / "one.png", 260, 240, 1, "PNG")
     gen.save_image(root / "a" / "b" / "deux été.jpg", 300, 250, 2, "JPEG")
     gen.save_image(root / "ünï" / "三.webp", 240, 240, 3, "WEBP")
     (root / "broken.jpg").write_bytes(genarchives.jpeg(4)[:200])
     genarchives.tar_with(root / "batch.tar", [("x/inner.jpg", genarchives.jpeg(5), tarfile.REGTYPE, ""),
-                                              ("naïve.jpg", genarchives.jpeg(6), tarfile.REGTYPE, "")])
+                                              ("naïve.jpg", genarchives.jpeg(6), tarfile.REGTYPE, ""),
+                                              ("__MACOSX/._naïve.jpg", b"\x00\x05\x16\x07", tarfile.REGTYPE, "")])
+    for junk in ("._one.png", "a/.DS_Store", "a/b/Thumbs.db", "desktop.ini", "__MACOSX/a/._one.png"):
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    earlier = tmp_path_factory.mktemp("earlier")
+    gen.save_image(earlier / "old.png", 240, 240, 9, "PNG")
+    run_cli("scan", earlier, "-o", root / "last week", "--model", tiny_model_dir, "--workers", "0",
+            "--heatmaps", "png", "--quiet")
     single = tmp_path_factory.mktemp("single") / "alone.png"
     gen.save_image(single, 230, 230, 7, "PNG")
     return root, single
@@ -57,6 +67,13 @@ def test_layout_results_are_the_only_parquet(scanned):
     assert not (out / "parts").exists()
     assert json.loads((out / "commits" / "shard-00000.json").read_text())["part"] == "results/shard-00000.parquet"
     assert run_cli("verify", out).returncode == 0
+
+
+def test_junk_and_the_old_output_get_no_rows(scanned):
+    _, _, out = scanned
+    assert json.loads((out / "run.json").read_text())["filtered"] == {"junk": 6, "old_output": 1}
+    assert not [r for r in read_rows(out) if "last week" in r["locator"] or "DS_Store" in r["locator"]
+                or "MACOSX" in r["locator"] or r["relpath"].rsplit("/", 1)[-1].startswith("._")]
 
 
 def test_locator_root_and_relpath(scanned):
