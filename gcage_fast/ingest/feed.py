@@ -18,6 +18,7 @@ from gcage_fast.ingest.archives import MemberReader
 from gcage_fast.config import ScanConfig
 from gcage_fast.evidence.collect import options_for
 from gcage_fast.ingest.decode import DecodeFailure
+from gcage_fast.ingest.known import ref_for
 from gcage_fast.output.outdir import OutputDir, PlanEntry
 from gcage_fast.ingest.perturb import Perturbation
 from gcage_fast.ingest.prepare import Prepared, PrepareTask
@@ -51,6 +52,7 @@ class InputFeed:
         self.preview_max = preview_max
         self.perturb = perturb
         self.evidence = options_for(config)
+        self.known = ref_for(out) if config.skip_known else None  # the set frozen with the plan
         self._reader: MemberReader | None = None
 
     def _member(self, entry: PlanEntry) -> bytes:
@@ -87,4 +89,4 @@ class InputFeed:
         c = self.config
         return tag, PrepareTask(entry.index, entry.path_bytes, self.top_k, c.small_images, c.limits,
                                 self.preview_max, self.perturb, data, name, self.full_image, self.evidence,
-                                c.grid), None
+                                c.grid, self.known), None

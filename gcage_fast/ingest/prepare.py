@@ -24,6 +24,7 @@ from gcage_fast.evidence.collect import EvidenceOptions, Found, read_evidence, r
 from gcage_fast.evidence.types import C2paInfo, Evidence
 from gcage_fast.ingest.archives import is_archive_bytes
 from gcage_fast.ingest.decode import DecodeFailure, decode_rgb, sniff_format
+from gcage_fast.ingest.known import KNOWN_CODE, KnownRef, known_detail, lookup
 from gcage_fast.scoring.patches import PATCH, grid_shape, pad_to_patch, select
 from gcage_fast.ingest.perturb import Perturbation, apply_perturbation
 from gcage_fast.text import printable
@@ -52,6 +53,7 @@ class PrepareTask:
     full_image: bool = False  # keep the padded image for device-side patch selection instead of selecting here
     evidence: EvidenceOptions | None = None  # provenance readers to run on the bytes (None: none)
     grid: str = "floor"  # patch grid (gcage_fast.scoring.patches.GRIDS)
+    known: KnownRef | None = None  # scan --skip-known: the frozen set of content scored before (None: none)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Prepared:
     top_k: int = 0  # with ``image``: how many patches the device selects
     evidence: list[Evidence] = field(default_factory=list)  # provenance signals (gcage_fast.evidence)
     c2pa: C2paInfo | None = None  # the C2PA manifest, when the file has one
+    known: dict[str, str] | None = None  # the earlier row that scored this content (--skip-known): the row's pointer
 
     def fail(self, code: str, detail: str, status: str = "error") -> Prepared:
         self.status, self.error_code, self.error_detail = status, code, printable(detail)[:512]
@@ -209,6 +212,10 @@ def prepare(task: PrepareTask) -> Prepared:
         _test_hook(data)
     out.size_bytes = len(data)
     out.sha256 = hashlib.sha256(data).hexdigest()
+    if task.known is not None:  # before any decoding: content scored before costs no more than its hash
+        out.known = lookup(task.known, out.sha256)
+        if out.known is not None:
+            return out.fail(KNOWN_CODE, known_detail(out.known), status="skipped")
     if task.data is not None and is_archive_bytes(data[:512]):
         return out.fail("archive.nested", "an archive inside an archive is not opened", status="skipped")
     found = _read_evidence(out, data, task.evidence)

@@ -3,8 +3,8 @@
 Version 2 added ``member_index``, ``flags``, ``trailing_bytes`` and ``exif_orientation`` to version 1; version 3
 added the provenance columns ``evidence``, ``c2pa`` and ``verdict_source`` (``verdict`` became the fused verdict;
 ``p_fake`` stays the model's own score); version 4 added ``locator``, ``input_root``, ``relpath``,
-``base_class_probs`` and ``heatmap_path``, and moved the results from ``OUT/parts/`` to ``OUT/results/`` (the
-plan became Arrow IPC files, so ``OUT/**/*.parquet`` is the result set). :data:`ROW_SCHEMAS` keeps the columns
+``base_class_probs``, ``heatmap_path`` and ``known``, and moved the results from ``OUT/parts/`` to ``OUT/results/``
+(the plan became Arrow IPC files, so ``OUT/**/*.parquet`` is the result set). :data:`ROW_SCHEMAS` keeps the columns
 of every version, so verify and report still read older outputs.
 
 Scores are null unless ``status = ok`` (fail closed: an unscanned file never looks clean).
@@ -15,7 +15,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "ROW_SCHEMAS", "ADDED", "PATCH_TYPE", "EVIDENCE_TYPE", "C2PA_TYPE", "PLAN_SCHEMA", "STATUSES",
-           "SCORE_COLUMNS"]
+           "SCORE_COLUMNS", "KNOWN_TYPE"]
 
 SCHEMA_VERSION = 4
 STATUSES = ("ok", "error", "skipped")
@@ -53,6 +53,14 @@ C2PA_TYPE = pa.struct([
     pa.field("signing_time", pa.string()),
 ])
 
+#: Where an input's content was scored before (scan --skip-known): the old output and its row.
+KNOWN_TYPE = pa.struct([
+    pa.field("output", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("input_id", pa.string(), nullable=False),
+    pa.field("locator", pa.string(), nullable=False),
+])
+
 _FIELDS = [
     ("input_id", pa.string(), False, "sha256 of the canonical locator (absolute path bytes + archive member)"),
     ("path", pa.string(), False, "display form of the path: undecodable bytes and control characters escaped"),
@@ -76,13 +84,17 @@ _FIELDS = [
     ("status", pa.string(), False, "ok | error | skipped"),
     ("error_code", pa.string(), True, "stable dotted code, e.g. decode.truncated, limit.pixels"),
     ("error_detail", pa.string(), True, "human-readable detail (at most 512 characters)"),
+    ("known", KNOWN_TYPE, True, "scan --skip-known: the earlier row that scored the same content (same sha256), "
+     "for a row with status skipped and error_code known.sha256: output (its directory), run_id, input_id and "
+     "locator of that row; null otherwise"),
     ("flags", pa.list_(pa.string()), True, "observations that do not stop the scan (archive.unsafe_name, "
      "exif.invalid, alpha.transparent, frames.unscanned, format.extension_mismatch, trailing.bytes, ...)"),
     ("trailing_bytes", pa.int64(), True, "bytes after the end of the image data (polyglots, appended payloads)"),
     ("exif_orientation", pa.int32(), True, "EXIF orientation applied to the pixels (1 = none)"),
     ("evidence", pa.list_(EVIDENCE_TYPE), True, "provenance signals: kind (c2pa | iptc | metadata | watermark), "
      "claim (ai_generated | ai_edited | capture | unknown), generator, detail, strength (signed | declared | "
-     "detected); empty when none was found, null when the bytes could not be read or evidence was off"),
+     "detected); empty when none was found, null when the bytes could not be read, evidence was off or the "
+     "content was known (--skip-known)"),
     ("c2pa", C2PA_TYPE, True, "the C2PA manifest: state (trusted | valid | invalid), failure codes, signer, issuer, "
      "claim generator, digitalSourceTypes, actions, ingredients, signing time; null without a manifest"),
     ("n_patches_total", pa.int32(), True, "patches in the grid (--grid floor or cover)"),
@@ -124,7 +136,7 @@ ROW_SCHEMA = pa.schema(
 )
 
 #: The columns each schema version added (what an older output lacks).
-ADDED = {4: ("locator", "input_root", "relpath", "base_class_probs", "heatmap_path"),
+ADDED = {4: ("locator", "input_root", "relpath", "base_class_probs", "heatmap_path", "known"),
          3: ("evidence", "c2pa", "verdict_source")}
 
 

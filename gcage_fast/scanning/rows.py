@@ -18,8 +18,9 @@ __all__ = ["build_row"]
 
 
 def _evidence(ctx: RunContext, prep: Prepared) -> list[dict[str, Any]] | None:
-    """The evidence list: null where nothing was read (evidence off, or the bytes never reached a worker)."""
-    if not ctx.config.evidence or prep.sha256 is None:
+    """The evidence list: null where nothing was read (evidence off, the bytes never reached a worker, or their
+    content was known: --skip-known)."""
+    if not ctx.config.evidence or prep.sha256 is None or prep.known is not None:
         return None
     return [e.as_row() for e in prep.evidence]
 
@@ -51,6 +52,7 @@ def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
         "status": prep.status,
         "error_code": prep.error_code,
         "error_detail": prep.error_detail,
+        "known": prep.known,
         "flags": list(entry.flags) + prep.flags,
         "trailing_bytes": prep.trailing_bytes,
         "exif_orientation": prep.exif_orientation,

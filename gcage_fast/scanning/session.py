@@ -33,6 +33,7 @@ from gcage_fast.ingest.sources import Discovery, display_path, discover_inputs
 from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir, committed_rows, marker_stem, shard_rows
 from gcage_fast.output.schema import SCHEMA_VERSION
+from gcage_fast.scanning import known
 from gcage_fast.scanning.context import RunContext, ShardSpec
 from gcage_fast.scanning.summary import ScanSummary, totals
 from gcage_fast.scoring.factory import uses_device_path
@@ -103,6 +104,8 @@ def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         # likewise only when not the defaults, so run.json files written before these options still resume
         **({"filters": path_filter(config).to_dict()} if not path_filter(config).is_default else {}),
         **({"heatmaps": heatmap_settings(config)} if config.heatmaps != "none" else {}),
+        # the known set (--skip-known) by its sha256 and the old outputs' run_ids; only when given, likewise
+        **({"skip_known": known.fingerprint(config)} if config.skip_known else {}),
         **resolved,
     }
 
@@ -258,6 +261,7 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
         "filtered": found.filtered if found is not None else previous.get("filtered", {}),
     }
     out.write_run(info)  # first: a run killed while planning can still be resumed
+    known.freeze(config, out, setup.fingerprint.get("skip_known"), tag=run_id[:12])  # before the plan
     if (out.plan_dir / "plan.json").is_file():
         plan = out.read_plan_info()
     else:  # a new run, or one killed before its plan was complete: planning is deterministic
