@@ -33,6 +33,11 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
         redone = ("not known (the previous attempt was killed)" if s.redone is None else str(s.redone))
         lines.append(f"  resumed:  {s.committed_before} inputs were committed before; redone (scored by the "
                      f"interrupted attempt, not committed): {redone}")
+    from gcage_fast.scanning.changes import summary_line
+
+    since = summary_line(s.since_plan, s.output)
+    if since:
+        lines.append(f"  {since}")
     if s.verdict_sources:
         lines.append("  decided by: " + ", ".join(f"{k} {v}" for k, v in sorted(s.verdict_sources.items())))
     skipped = {k: v for k, v in (skipped or {}).items() if v}

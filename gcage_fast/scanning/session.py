@@ -33,7 +33,7 @@ from gcage_fast.ingest.sources import Discovery, display_path, discover_inputs
 from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir, committed_rows, marker_stem, shard_rows
 from gcage_fast.output.schema import SCHEMA_VERSION
-from gcage_fast.scanning import known
+from gcage_fast.scanning import changes, known
 from gcage_fast.scanning.context import RunContext, ShardSpec
 from gcage_fast.scanning.summary import ScanSummary, totals
 from gcage_fast.scoring.factory import uses_device_path
@@ -264,6 +264,8 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
     known.freeze(config, out, setup.fingerprint.get("skip_known"), tag=run_id[:12])  # before the plan
     if (out.plan_dir / "plan.json").is_file():
         plan = out.read_plan_info()
+        if resumed:  # the plan is followed as it is: say what was added or removed since
+            info["since_plan"] = changes.since_plan(config, out, plan, lambda: _discover(config))
     else:  # a new run, or one killed before its plan was complete: planning is deterministic
         if found is None:
             found = _discover(config)
@@ -327,4 +329,5 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
         shards_skipped=len(run.committed), model_id=ctx.model_id, backend=ctx.backend, cam_method=ctx.cam_method,
         verdict_sources=dict(sources), filtered=dict(run.info.get("filtered", {})),
         committed_before=run.committed_inputs, redone=run.redone if run.resumed else 0,
+        since_plan=run.info.get("since_plan"),
     )

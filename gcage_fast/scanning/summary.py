@@ -54,6 +54,8 @@ class ScanSummary:
     filtered: dict[str, int] = field(default_factory=dict)
     committed_before: int = 0  # inputs committed before this attempt (resume)
     redone: int | None = 0  # inputs the interrupted attempt had scored, not committed, and this one redid (None: unknown)
+    #: a resume: inputs added and removed since the plan was made (gcage_fast.scanning.changes); None otherwise
+    since_plan: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
