@@ -141,6 +141,7 @@ def test_a_path_that_is_not_an_output_is_refused_before_anything_is_written(firs
 
 def test_outputs_of_schema_3_point_by_path_and_member(first, tmp_path):
     """v2/v3 outputs (OUT/parts, no locator column): the pointer's locator is path, or path!member."""
+    from gcage_fast.hashing import sha256_file
     from gcage_fast.output.schema import ROW_SCHEMAS
     from gcage_fast.scanning.known import build
 
@@ -152,6 +153,10 @@ def test_outputs_of_schema_3_point_by_path_and_member(first, tmp_path):
         table = pq.read_table(part)
         pq.write_table(pa.table({f.name: table.column(f.name) for f in ROW_SCHEMAS[3]}, schema=ROW_SCHEMAS[3]),
                        part)
+        marker_path = v3 / "commits" / f"{part.stem}.json"  # as that release wrote them: parts/, its sha256
+        marker = json.loads(marker_path.read_text())
+        marker.update(sha256=sha256_file(part), part=f"parts/{part.name}")
+        marker_path.write_text(json.dumps(marker))
 
     def pointers(out):
         with pa.ipc.open_file(pa.BufferReader(build([str(out)], ["r"]))) as reader:
@@ -161,6 +166,25 @@ def test_outputs_of_schema_3_point_by_path_and_member(first, tmp_path):
     assert got == pointers(out_old)
     assert sorted(loc for _, loc in got.values()) == [f"{old}/batch.zip!member.jpg", f"{old}/img0.jpg",
                                                       f"{old}/img1.jpg", f"{old}/img2.jpg"]
+
+
+def test_only_committed_rows_of_an_old_output_are_known(first, tmp_path):
+    """A part without its marker (a shard an interrupted scan may still redo) gives no pointers."""
+    from gcage_fast.scanning.known import build
+
+    _, _, out_old = first
+    copy = tmp_path / "copy"
+    shutil.copytree(out_old, copy)
+    markers = sorted((copy / "commits").glob("*.json"))
+    def known(out):
+        with pa.ipc.open_file(pa.BufferReader(build([str(out)], ["r"]))) as reader:
+            return {r["sha256"] for r in reader.read_all().to_pylist()}
+
+    everything = known(copy)
+    dropped = {r["sha256"] for r in
+               pq.read_table(copy / "results" / f"{markers[0].stem}.parquet", columns=["sha256"]).to_pylist()}
+    markers[0].unlink()
+    assert everything & dropped and known(copy) == everything - dropped
 
 
 def test_readme_query_joins_the_pointer_to_the_old_rows(first, second):

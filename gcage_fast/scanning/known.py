@@ -27,7 +27,7 @@ from gcage_fast.fsutil import atomic_write_bytes
 from gcage_fast.hashing import sha256_bytes, sha256_file
 from gcage_fast.ingest.known import KNOWN_CODE, POINTER_FIELDS, known_path
 from gcage_fast.ingest.sources import display_path
-from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.outdir import OutputDir, shard_rows
 from gcage_fast.scanning.locator import locator
 
 __all__ = ["KNOWN_SCHEMA", "build", "fingerprint", "freeze"]
@@ -65,7 +65,9 @@ def _run_id(raw: str, own_output: str) -> str:
 def _pointers(output: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
     """``(sha256, pointer)`` for the rows of one old output that the set keeps, in file and row order."""
     found = []
-    for part in sorted(OutputDir(output).results_dir.glob("*.parquet")):
+    od = OutputDir(output)
+    committed = od.result_files(shard_rows(od.read_plan_info())) if (od.plan_dir / "plan.json").is_file() else []
+    for part in committed:  # committed rows only: a part without a valid marker may still be redone
         names = pq.ParquetFile(part).schema_arrow.names
         t = pq.read_table(part, columns=[c for c in _COLUMNS if c in names]).to_pydict()
         n = len(t["input_id"])
