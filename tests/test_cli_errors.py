@@ -218,13 +218,18 @@ def test_scan_without_inputs_is_a_usage_error(tiny_model_dir, tmp_path):
 
 # ------------------------------------------------------------------------------- 4, 9. what a scan found
 @pytest.fixture(scope="module")
-def mixed_scan(tiny_model_dir, tmp_path_factory):
+def mixed_src(tmp_path_factory):
     """One good image, one truncated (error row), one too small with --small-images skip (skipped row)."""
-    root = tmp_path_factory.mktemp("mixed")
-    src = root / "in"
+    src = tmp_path_factory.mktemp("mixed") / "in"
     gen.save_image(src / "good.jpg", 300, 300, 1)
     gen.truncated(src / "broken.png", "PNG", 2)
     gen.save_image(src / "tiny.jpg", 100, 100, 3)
+    return src
+
+
+@pytest.fixture(scope="module")
+def mixed_scan(mixed_src, tiny_model_dir):
+    src, root = mixed_src, mixed_src.parent
     proc = run_cli("scan", src, "-o", root / "out", "--model", tiny_model_dir, "--small-images", "skip",
                    "--workers", "1", "--backend", "torch")
     return proc, read_codes(root / "out")
@@ -250,6 +255,14 @@ def test_summary_lists_error_and_skipped_codes_apart(mixed_scan):
     assert skipped == ["  skipped:  " + ", ".join(f"{k} {v}" for k, v in sorted(codes["skipped"].items()))]
     assert not set(codes["skipped"]) & set(codes["error"])
     assert all(code not in errors[0] for code in codes["skipped"])
+
+
+def test_json_summary_counts_skipped_codes_apart(mixed_src, mixed_scan, tiny_model_dir, tmp_path):
+    _, codes = mixed_scan
+    summary = json.loads(run_cli("scan", mixed_src, "-o", tmp_path / "again", "--model", tiny_model_dir, "--small-images",
+                                 "skip", "--workers", "1", "--backend", "torch", "--json").stdout)
+    assert summary["skipped_codes"] == codes["skipped"] == {"limit.too_small": 1}
+    assert summary["status"] == {"ok": 1, "error": 1, "skipped": 1}
 
 
 def test_summary_text_without_skipped_rows_has_no_skipped_line():

@@ -21,8 +21,8 @@ def _verdict_order(item: tuple[str, int]) -> tuple[int, str]:
 
 
 def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
-    """The summary a terminal shows; ``skipped`` counts the codes of the skipped rows among ``s.error_codes``
-    (:func:`gcage_fast.scanning.summary.skipped_codes`), listed on their own line."""
+    """The summary a terminal shows; the codes of the skipped rows (``skipped``, by default ``s.skipped_codes``)
+    are listed on their own line, apart from the errors."""
     lines = [
         f"Scanned {s.n_inputs} inputs into {s.output}" + (" (resumed)" if s.resumed else ""),
         "  status:   " + (", ".join(f"{k} {v}" for k, v in sorted(s.status.items())) or "none"),
@@ -40,7 +40,7 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
         lines.append(f"  {since}")
     if s.verdict_sources:
         lines.append("  decided by: " + ", ".join(f"{k} {v}" for k, v in sorted(s.verdict_sources.items())))
-    skipped = {k: v for k, v in (skipped or {}).items() if v}
+    skipped = {k: v for k, v in (s.skipped_codes if skipped is None else skipped).items() if v}
     errors = {k: n - skipped.get(k, 0) for k, n in s.error_codes.items() if n > skipped.get(k, 0)}
     if errors:
         lines.append("  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
@@ -148,9 +148,7 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
       gcage-fast scan photos/ -o results/ --heatmaps webp --heatmaps-for fake
     """
     from gcage_fast.config import Limits, ScanConfig
-    from gcage_fast.output.outdir import OutputDir
     from gcage_fast.scanning.local import scan as run_scan
-    from gcage_fast.scanning.summary import skipped_codes
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other: --resume continues the scan in "
@@ -170,6 +168,4 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
     if as_json:
         emit_json(summary.to_dict())
     elif not quiet:
-        skipped = (skipped_codes(OutputDir(summary.output)) if summary.status.get("skipped")
-                   else None)
-        click.echo(_summary_text(summary, skipped))
+        click.echo(_summary_text(summary))

@@ -35,7 +35,7 @@ from gcage_fast.output.outdir import OutputDir, committed_rows, marker_stem, sha
 from gcage_fast.output.schema import SCHEMA_VERSION
 from gcage_fast.scanning import changes, known
 from gcage_fast.scanning.context import RunContext, ShardSpec
-from gcage_fast.scanning.summary import ScanSummary, totals
+from gcage_fast.scanning.summary import ScanSummary, skipped_codes, totals
 from gcage_fast.scoring.factory import uses_device_path
 
 if TYPE_CHECKING:
@@ -328,6 +328,7 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
         wall_s=wall_s, scan_s=scan_s, shards_total=n_shards, shards_written=len(run.pending),
         shards_skipped=len(run.committed), model_id=ctx.model_id, backend=ctx.backend, cam_method=ctx.cam_method,
         verdict_sources=dict(sources), filtered=dict(run.info.get("filtered", {})),
+        skipped_codes=dict(skipped_codes(run.out, shard_rows(run.plan))) if status.get("skipped") else {},
         committed_before=run.committed_inputs, redone=run.redone if run.resumed else 0,
         since_plan=run.info.get("since_plan"),
     )

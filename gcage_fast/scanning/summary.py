@@ -52,6 +52,8 @@ class ScanSummary:
     verdict_sources: dict[str, int] = field(default_factory=dict)  # what decided the verdicts (model, c2pa, ...)
     #: found files that are not inputs and have no row, by reason (junk, excluded, not_included, old_output, ...)
     filtered: dict[str, int] = field(default_factory=dict)
+    #: the codes of the skipped rows, counted apart (``error_codes`` counts the codes of every status)
+    skipped_codes: dict[str, int] = field(default_factory=dict)
     committed_before: int = 0  # inputs committed before this attempt (resume)
     redone: int | None = 0  # inputs the interrupted attempt had scored, not committed, and this one redid (None: unknown)
     #: a resume: inputs added and removed since the plan was made (gcage_fast.scanning.changes); None otherwise
