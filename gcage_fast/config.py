@@ -15,7 +15,7 @@ from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 
 __all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOWED_FORMATS", "CAM_METHODS",
            "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS", "PILLOW_BOMB_PIXELS", "VERDICT_POLICIES", "WATERMARK_SCHEMES",
-           "GRIDS", "HEATMAP_FORMATS", "HEATMAPS_FOR", "default_workers"]
+           "GRIDS", "HEATMAP_FORMATS", "HEATMAPS_FOR", "INPUT_FORMATS", "default_workers"]
 #: Training sampling weights (``train-base``/``train-head --balance``): none, equal weight per source within each
 #: class, and per generator within each source (gcage_fast.training.frozen.balanced_weights).
 BALANCES = ("none", "source", "source-generator")
@@ -34,6 +34,10 @@ GRIDS = ("floor", "cover")
 HEATMAP_FORMATS = ("none", "png", "jpeg", "webp")
 #: ``--heatmaps-for``: overlays of every scored row, of the fake ones, or of the fake and uncertain ones.
 HEATMAPS_FOR = ("all", "fake", "uncertain")
+#: ``--input-format``: how archives are read. files: each member is an input; webdataset: each sample (the members
+#: that share a key) is one, its image scored and the rest kept as its sidecar (gcage_fast.ingest.webdataset);
+#: auto, the default, reads them as files.
+INPUT_FORMATS = ("auto", "files", "webdataset")
 #: Invisible-watermark schemes ``--watermarks`` accepts (gcage_fast.evidence.watermark decodes them).
 WATERMARK_SCHEMES = ("sd",)
 #: Pillow warns about a decompression bomb above this many pixels; we treat the warning as an error.
@@ -173,6 +177,7 @@ class ScanConfig:
     #: loses at most about this much work. Rows do not depend on it (cuts fall where no batch is open).
     commit_every: float = 30.0
     skip_known: tuple[str, ...] = ()  # earlier outputs: inputs whose sha256 they scored get a row pointing there
+    input_format: str = "auto"  # one of INPUT_FORMATS: archives as independent members, or as WebDataset shards
 
     def validate(self) -> None:
         if not self.inputs and self.from_list is None:
@@ -215,6 +220,8 @@ class ScanConfig:
             raise ConfigError("--max-consecutive-failures must be at least 1")
         if self.mode not in ("new", "resume", "overwrite"):
             raise ConfigError(f"unknown mode {self.mode!r}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ConfigError(f"unknown --input-format {self.input_format!r}; choose {', '.join(INPUT_FORMATS)}")
         if self.grid not in GRIDS:
             raise ConfigError(f"unknown --grid {self.grid!r}; choose {' or '.join(GRIDS)}")
         if self.small_images not in ("pad", "skip"):

@@ -86,3 +86,25 @@ def chopped(path: Path, src: Path, cut: int = 100) -> Path:
     data = src.read_bytes()
     path.write_bytes(data[: len(data) - cut])
     return path
+
+
+def webdataset_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]], mode: str = "w") -> Path:
+    """A WebDataset shard: each sample ``(key, {extension: data})`` as adjacent members ``key.extension``, in the
+    order given."""
+    return tar_with(path, [(f"{key}.{ext}", data, tarfile.REGTYPE, "") for key, parts in samples
+                           for ext, data in parts.items()], mode)
+
+
+def five_samples() -> list[tuple[str, dict[str, bytes]]]:
+    """Five samples as WebDataset writers make them: jpg + json + txt, png + cls, and one with only a json."""
+    import json
+
+    png = gen.encode(gen.photo_like(250, 240, 31), "PNG")
+    return [
+        ("train/0001", {"jpg": jpeg(30), "json": json.dumps({"caption": "a red barn", "width": 260}).encode(),
+                        "txt": "a red barn\n".encode()}),
+        ("train/0002", {"png": png, "cls": b"3"}),
+        ("train/0003", {"json": b'{"note": "the image was removed", "tags": ["x", "y"]}'}),
+        ("train/0004", {"jpg": jpeg(32), "json": b'{"caption": "caf\\u00e9", "score": 0.5}', "txt": "café".encode()}),
+        ("train/0005", {"png": gen.encode(gen.photo_like(240, 250, 33), "PNG"), "cls": b"0\n"}),
+    ]

@@ -1,6 +1,6 @@
-"""The results contract (schema 4): OUT/results is the result set and the only Parquet in OUT; every row has a
+"""The results contract (schema 4 on): OUT/results is the result set and the only Parquet in OUT; every row has a
 locator, input_root and relpath; class probabilities are labelled; the README's queries run as written; outputs
-of schema 3 are still verified and reported, and refuse to be resumed."""
+of schemas 3 and 4 are still verified and reported, and refuse to be resumed."""
 
 import json
 import os
@@ -152,50 +152,61 @@ def test_readme_pandas_and_polars_snippets_run(scanned):
     assert sorted(zip(counts["status"].to_list(), counts["len"].to_list())) == [("error", 1), ("ok", 6)]
 
 
-def _to_schema3(out: Path) -> None:
-    """Rewrite a schema-4 output as the previous release wrote it: OUT/parts, Parquet plan files, no v4 columns."""
+def _to_older(out: Path, version: int) -> None:
+    """Rewrite an output of this version as an earlier release wrote it: schema 3 with OUT/parts, Parquet plan
+    files and no v4 columns; schema 4 with OUT/results, Arrow plan files and no v5 columns."""
     from gcage_fast.hashing import sha256_file
     from gcage_fast.output.schema import ROW_SCHEMAS
 
-    (out / "results").rename(out / "parts")
+    results = "parts" if version == 3 else "results"
+    if version == 3:
+        (out / "results").rename(out / "parts")
     info = json.loads((out / "plan" / "plan.json").read_text())
     for shard in info["shards"]:
         arrow = out / "plan" / f"shard-{shard['shard']:05d}.arrow"
         with pa.memory_map(str(arrow)) as src:
             table = pa.ipc.open_file(src).read_all()
-        arrow.unlink()
-        pq.write_table(table, arrow.with_suffix(".parquet"))
-        shard["sha256"] = sha256_file(arrow.with_suffix(".parquet"))
-        part = out / "parts" / f"shard-{shard['shard']:05d}.parquet"
+        table = table.drop_columns([c for c in ("sidecars", "carried") if c in table.column_names])
+        if version == 3:
+            arrow.unlink()
+            pq.write_table(table, arrow.with_suffix(".parquet"))
+            shard["sha256"] = sha256_file(arrow.with_suffix(".parquet"))
+        else:
+            with pa.ipc.new_file(str(arrow), table.schema) as writer:
+                writer.write_table(table)
+            shard["sha256"] = sha256_file(arrow)
+        part = out / results / f"shard-{shard['shard']:05d}.parquet"
         old = pq.read_table(part)
-        v3 = ROW_SCHEMAS[3]
-        pq.write_table(pa.table({f.name: old.column(f.name) for f in v3}, schema=v3), part)
+        schema = ROW_SCHEMAS[version]
+        pq.write_table(pa.table({f.name: old.column(f.name) for f in schema}, schema=schema), part)
         marker_path = out / "commits" / f"shard-{shard['shard']:05d}.json"
         marker = json.loads(marker_path.read_text())
-        marker.update(sha256=sha256_file(part), part=f"parts/{part.name}", schema_version=3)
+        marker.update(sha256=sha256_file(part), part=f"{results}/{part.name}", schema_version=version)
         marker_path.write_text(json.dumps(marker))
-    info["schema_version"] = 3
+    info["schema_version"] = version
     (out / "plan" / "plan.json").write_text(json.dumps(info))
     run = json.loads((out / "run.json").read_text())
-    run["schema_version"] = 3
+    run["schema_version"] = version
     (out / "run.json").write_text(json.dumps(run))
 
 
-def test_schema3_outputs_are_read_and_not_resumed(scanned, tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("version", [3, 4])
+def test_older_outputs_are_read_and_not_resumed(scanned, tmp_path, tiny_model_dir, version):
     import shutil
 
     root, single, out = scanned
     old = tmp_path / "old"
     shutil.copytree(out, old)
-    _to_schema3(old)
+    _to_older(old, version)
     res = run_cli("verify", old, "--json")
     assert json.loads(res.stdout)["ok"] and json.loads(res.stdout)["n_rows"] == len(EXPECTED) + 1
     run_cli("report", old, "-o", tmp_path / "r.html")
-    assert "parts" in (tmp_path / "r.html").read_text()
+    if version == 3:
+        assert "parts" in (tmp_path / "r.html").read_text()
     bad = run_cli("scan", root, single, "-o", old, "--model", tiny_model_dir, "--resume", "--workers", "0",
                   check=False)
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1] == (
-        f"Error: cannot resume: {old} was written with output schema v3 and this version writes v4; scan into a "
-        "new directory, or --overwrite")
-    assert os.path.isdir(old / "parts")
+        f"Error: cannot resume: {old} was written with output schema v{version} and this version writes v5; scan "
+        "into a new directory, or --overwrite")
+    assert os.path.isdir(old / ("parts" if version == 3 else "results"))

@@ -9,7 +9,7 @@ import click
 from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, evidence_options, from_options,
                                    grid_option, json_flag, limit_options, model_option, setup_logging, throughput_options)
 from gcage_fast.cli.progress import Progress
-from gcage_fast.config import CAM_METHODS, HEATMAP_FORMATS, HEATMAPS_FOR, KERNEL_IMPLS
+from gcage_fast.config import CAM_METHODS, HEATMAP_FORMATS, HEATMAPS_FOR, INPUT_FORMATS, KERNEL_IMPLS
 from gcage_fast.scoring.aggregate import VERDICTS
 
 __all__ = ["scan"]
@@ -61,6 +61,10 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
               help="Output directory (a Parquet dataset).")
 @click.option("--from-list", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
               help="File with one path per line ('-' reads standard input).")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="auto", show_default=True,
+              help="How archives are read: files = every member is an input (what auto does); webdataset = every "
+              "sample is one (the members sharing a key: dir/key.jpg, dir/key.json, ...), its image scored, the "
+              "other members kept in the row's sidecar column as JSON.")
 @model_option("Model name (see `gcage-fast models`) or model directory.  [default: the bundled model]")
 @engine_options(
     backend_help="auto = on cpu: ONNX Runtime when installed, else eager torch; on cuda: TensorRT, then ONNX "
@@ -140,6 +144,7 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
       gcage-fast scan photos/ uploads/batch1 -o results/
       find /data -name '*.jpg' | gcage-fast scan --from-list - -o results/ --heatmaps png
       gcage-fast scan uploads.tar.gz batch.zip -o results/
+      gcage-fast scan shards/ -o results/ --input-format webdataset   # one row per sample, sidecars kept
       gcage-fast scan photos/ -o results/ --resume        # after an interruption
       gcage-fast scan photos/ -o results/ --device cuda --precision fp16
       gcage-fast scan photos/ -o results/ --verdict-policy model-only --watermarks sd

@@ -231,8 +231,7 @@ class MemberReader:
                 except _ERRORS:
                     pass
 
-    def _bounded(self, fh: io.BufferedIOBase) -> bytes:
-        cap = self.limits.max_bytes
+    def _bounded(self, fh: io.BufferedIOBase, cap: int) -> bytes:
         data = fh.read(cap + 1)
         if len(data) > cap:
             raise DecodeFailure("limit.bytes", f"member is larger than the limit of {cap} bytes")
@@ -242,8 +241,10 @@ class MemberReader:
                                 "bytes while being read")
         return data
 
-    def read(self, index: int, name: bytes) -> bytes:
-        """The content of member ``index`` (its planned ``name`` is checked), or DecodeFailure."""
+    def read(self, index: int, name: bytes, max_bytes: int | None = None) -> bytes:
+        """The content of member ``index`` (its planned ``name`` is checked), or DecodeFailure (``limit.bytes``
+        past ``max_bytes``, by default the limit of a file)."""
+        cap = self.limits.max_bytes if max_bytes is None else max_bytes
         if self.kind is None or (self._zip is None and self._tar is None):
             raise DecodeFailure("fs.changed", "the archive can no longer be opened as it was when planned")
         try:
@@ -251,7 +252,7 @@ class MemberReader:
                 if index >= len(self._infos) or _raw_name(self._infos[index].orig_filename) != name:
                     raise DecodeFailure("fs.changed", "the archive changed since it was planned")
                 with self._zip.open(self._infos[index]) as fh:
-                    return self._bounded(fh)
+                    return self._bounded(fh, cap)
             assert self._tar_iter is not None and self._tar is not None
             if index <= self._tar_pos:
                 raise DecodeFailure("fs.changed", "member order differs from the plan")
@@ -263,7 +264,7 @@ class MemberReader:
             fh = self._tar.extractfile(info)
             if fh is None:
                 raise DecodeFailure("archive.special_member", "member has no data")
-            return self._bounded(fh)
+            return self._bounded(fh, cap)
         except DecodeFailure:
             raise
         except StopIteration:

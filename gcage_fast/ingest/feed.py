@@ -5,13 +5,16 @@ workers busy across shard boundaries (the local runner); each item is tagged wit
 
 Entries with a preset outcome (special files, links, archive problems) become rows at once. Archive members are
 read here, in plan order, with one archive open at a time; their bytes travel to the decode workers inside the
-task (members are never extracted to disk).
+task (members are never extracted to disk). The sidecars of a WebDataset sample are read here too, with its image,
+in archive order, and become the entry's ``sidecar`` JSON (:func:`gcage_fast.ingest.webdataset.sidecar_json`);
+they never reach a worker.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from gcage_fast.ingest.archives import MemberReader
@@ -22,6 +25,7 @@ from gcage_fast.ingest.known import ref_for
 from gcage_fast.output.outdir import OutputDir, PlanEntry
 from gcage_fast.ingest.perturb import Perturbation
 from gcage_fast.ingest.prepare import Prepared, PrepareTask
+from gcage_fast.ingest.webdataset import SIDECAR_MAX_BYTES, sidecar_json
 
 __all__ = ["InputFeed", "PlanShard"]
 
@@ -55,11 +59,36 @@ class InputFeed:
         self.known = ref_for(out) if config.skip_known else None  # the set frozen with the plan
         self._reader: MemberReader | None = None
 
-    def _member(self, entry: PlanEntry) -> bytes:
-        if self._reader is None or self._reader.path != entry.path_bytes:
+    def _read(self, path: bytes, index: int, name: bytes, max_bytes: int | None = None) -> bytes:
+        if self._reader is None or self._reader.path != path:
             self.close()
-            self._reader = MemberReader(entry.path_bytes, self.config.limits)
-        return self._reader.read(entry.member_index or 0, entry.member_bytes or b"")
+            self._reader = MemberReader(path, self.config.limits)
+        return self._reader.read(index, name, max_bytes)
+
+    def _member(self, entry: PlanEntry) -> bytes:
+        return self._read(entry.path_bytes, entry.member_index or 0, entry.member_bytes or b"")
+
+    def _sample(self, entry: PlanEntry) -> tuple[PlanEntry, bytes | None]:
+        """A WebDataset sample's sidecars (and its image, unless the plan knows its outcome), read in archive
+        order: the entry with its ``sidecar`` set and flags added, and the image's bytes. DecodeFailure as the
+        members' reads raise it; a sidecar over the size limit is no failure."""
+        image = entry.preset is None
+        reads = sorted([*((i, n, False) for i, n in entry.sidecars or ()),
+                        *([(entry.member_index or 0, entry.member_bytes or b"", True)] if image else [])])
+        parts: list[tuple[bytes, bytes | None]] = []
+        data = None
+        for index, name, is_image in reads:
+            if is_image:
+                data = self._read(entry.path_bytes, index, name)
+                continue
+            try:
+                parts.append((name, self._read(entry.path_bytes, index, name, SIDECAR_MAX_BYTES)))
+            except DecodeFailure as f:
+                if f.code != "limit.bytes":
+                    raise
+                parts.append((name, None))
+        sidecar, flags = sidecar_json(parts)
+        return replace(entry, sidecar=sidecar, flags=entry.flags + tuple(flags)), data
 
     def close(self) -> None:
         if self._reader is not None:
@@ -75,16 +104,18 @@ class InputFeed:
             self.close()
 
     def _item(self, shard: int, entry: PlanEntry):
+        data = None
+        try:
+            if entry.sidecars is not None:
+                entry, data = self._sample(entry)
+            elif entry.member_bytes is not None and entry.preset is None:
+                data = self._member(entry)
+        except DecodeFailure as f:
+            return (shard, entry), None, Prepared(entry.index).fail(f.code, f.detail, f.status)
         tag = (shard, entry)
         if entry.preset is not None:
             status, code, detail = entry.preset
             return tag, None, Prepared(entry.index).fail(code, detail, status)
-        data = None
-        if entry.member_bytes is not None:
-            try:
-                data = self._member(entry)
-            except DecodeFailure as f:
-                return tag, None, Prepared(entry.index).fail(f.code, f.detail, f.status)
         name = entry.member_bytes if entry.member_bytes is not None else os.path.basename(entry.path_bytes)
         c = self.config
         return tag, PrepareTask(entry.index, entry.path_bytes, self.top_k, c.small_images, c.limits,

@@ -22,11 +22,13 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from gcage_fast.ingest.archives import list_archive, sniff_archive
 from gcage_fast.config import Limits
 from gcage_fast.errors import InputError
 from gcage_fast.ingest.filters import PathFilter, is_output_dir
+from gcage_fast.ingest.webdataset import samples
 from gcage_fast.log import logger
 from gcage_fast.text import printable
 
@@ -37,26 +39,36 @@ __all__ = ["Discovery", "InputRef", "input_id", "display_path", "discover_inputs
 @dataclass(frozen=True)
 class InputRef:
     """One planned input. ``preset`` = (status, error_code, detail) when the outcome is known without reading;
-    ``member``/``member_index`` locate an archive member; ``flags`` are recorded on its row."""
+    ``member``/``member_index`` locate an archive member; ``flags`` are recorded on its row. A WebDataset sample
+    (``--input-format webdataset``) is its image member, with its other members as ``sidecars`` (index, name).
+    An input from a table (``--from-table``) has its ``row`` number, part of its identity, and the values of the
+    kept columns of that row (``carried``)."""
 
     path_bytes: bytes
     member: bytes | None = None
     preset: tuple[str, str, str] | None = None
     member_index: int | None = None
     flags: tuple[str, ...] = ()
+    sidecars: tuple[tuple[int, bytes], ...] | None = None
+    row: int | None = None
+    carried: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def input_id(self) -> str:
-        return input_id(self.path_bytes, self.member, self.member_index)
+        return input_id(self.path_bytes, self.member, self.member_index, self.row)
 
     @property
     def path(self) -> str:
         return display_path(self.path_bytes)
 
 
-def input_id(path_bytes: bytes, member: bytes | None = None, member_index: int | None = None) -> str:
-    """sha256 of the canonical locator (absolute path bytes; archive member position and name bytes)."""
+def input_id(path_bytes: bytes, member: bytes | None = None, member_index: int | None = None,
+             row: int | None = None) -> str:
+    """sha256 of the canonical locator (absolute path bytes; archive member position and name bytes; for an
+    input from a table, its row number: two rows naming one file are two inputs)."""
     h = hashlib.sha256(b"gcage-input-v1\x00" + path_bytes + b"\x00")
+    if row is not None:
+        h.update(b"row\x00%d\x00" % row)
     if member is not None:
         h.update(b"member\x00%d\x00" % (member_index or 0) + member)
     return h.hexdigest()
@@ -79,10 +91,12 @@ def _special(st_mode: int) -> str:
 
 @dataclass
 class Discovery:
-    """The inputs, and how many found files are not inputs, by reason (gcage_fast.ingest.filters.REASONS)."""
+    """The inputs, and how many found files are not inputs, by reason (gcage_fast.ingest.filters.REASONS); for
+    the inputs of a table, the columns (``pyarrow.Field``) whose values they carry."""
 
     refs: list[InputRef]
     filtered: dict[str, int] = field(default_factory=dict)
+    kept: tuple[Any, ...] = ()
 
 
 def _relative(path: bytes, root: bytes) -> str:
@@ -94,10 +108,12 @@ class _Collector:
     """Refs by path; a regular file is expanded when it is an archive (content sniffed). Files the filter drops
     are remembered by path with their reason (a path also named explicitly stays an input)."""
 
-    def __init__(self, limits: Limits | None, filters: PathFilter | None, own_output: tuple[int, int] | None) -> None:
+    def __init__(self, limits: Limits | None, filters: PathFilter | None, own_output: tuple[int, int] | None,
+                 input_format: str = "auto") -> None:
         self.limits = limits
         self.filters = filters
         self.own_output = own_output
+        self.webdataset = input_format == "webdataset"
         self.refs: dict[bytes, list[InputRef]] = {}
         self.dropped: dict[bytes, str] = {}
         self.dropped_members: Counter = Counter()
@@ -142,7 +158,10 @@ class _Collector:
             reasons = [self.filters.reason(os.fsdecode(m.name)) for m in members]
             self.dropped_members.update(r for r in reasons if r is not None)
             members = [m for m, r in zip(members, reasons) if r is None]
-        refs = [InputRef(path, m.name, m.preset, m.index, m.flags) for m in members]
+        if self.webdataset:  # one input per sample, its other members as sidecars
+            refs = [InputRef(path, s.member, s.preset, s.member_index, s.flags, s.sidecars) for s in samples(members)]
+        else:
+            refs = [InputRef(path, m.name, m.preset, m.index, m.flags) for m in members]
         if listing.problem is not None or not refs:
             detail = (f"{kind} archive: every member was filtered out" if listing.members
                       else f"{kind} archive without regular members")
@@ -204,6 +223,15 @@ def _walk(root: bytes, follow: bool, seen_dirs: set[tuple[int, int]], out: _Coll
                 out[p] = InputRef(p, preset=("skipped", "fs.not_regular", f"{_special(st.st_mode)}, not scanned"))
 
 
+def _identity(path: str | None) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path``, None when there is none."""
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        st = None
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
 def _add_root(raw: bytes, follow: bool, strict: bool, seen_dirs: set, out: _Collector) -> None:
     path = os.path.abspath(raw)
     try:
@@ -243,19 +271,16 @@ def read_path_list(source: str) -> Iterator[bytes]:
 
 def discover_inputs(inputs: Iterable[str], from_list: str | None = None, follow_symlinks: bool = False,
                     limits: Limits | None = Limits(), filters: PathFilter | None = PathFilter(),
-                    own_output: str | None = None) -> Discovery:
+                    own_output: str | None = None, input_format: str = "auto") -> Discovery:
     """All inputs, absolute, de-duplicated, sorted by path bytes (archive members in archive order), and the
     counts of what ``filters`` dropped (None: nothing is dropped, earlier outputs are walked too).
 
     Command-line paths that do not exist raise InputError (a usage mistake); paths from a list that do not
     exist become ``fs.vanished`` rows (lists are large and may be stale). ``limits=None`` treats archives as
-    plain files. ``own_output``, when it exists, is never walked.
+    plain files. ``own_output``, when it exists, is never walked. ``input_format="webdataset"`` makes each
+    sample of an archive one input (:mod:`gcage_fast.ingest.webdataset`) instead of each member.
     """
-    try:
-        st = os.stat(own_output) if own_output is not None else None
-    except OSError:
-        st = None
-    out = _Collector(limits, filters, None if st is None else (st.st_dev, st.st_ino))
+    out = _Collector(limits, filters, _identity(own_output), input_format)
     seen_dirs: set[tuple[int, int]] = set()
     for raw in inputs:
         _add_root(os.fsencode(raw), follow_symlinks, True, seen_dirs, out)

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from gcage_fast.errors import OutputError
 from gcage_fast.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
 from gcage_fast.hashing import sha256_file
-from gcage_fast.output.schema import PLAN_SCHEMA, SCHEMA_VERSION
+from gcage_fast.output.schema import SCHEMA_VERSION, kept_field, plan_schema
 
 __all__ = ["OutputDir", "PlanEntry", "PlanInput", "committed_rows", "marker_stem", "part_stem", "shard_name",
            "shard_rows"]
@@ -54,6 +54,8 @@ class PlanInput(Protocol):
     member_index: int | None
     preset: tuple[str, str, str] | None
     flags: tuple[str, ...]
+    sidecars: tuple[tuple[int, bytes], ...] | None  # a WebDataset sample's other members: (index, name)
+    carried: dict[str, Any] | None  # the values of the kept columns of its table row (scan --from-table)
 
 
 def shard_name(shard: int) -> str:
@@ -76,7 +78,9 @@ def parse_stem(stem: str) -> tuple[int, int | None] | None:
 
 @dataclass(frozen=True)
 class PlanEntry:
-    """One row of the frozen plan."""
+    """One row of the frozen plan. ``sidecars``: a WebDataset sample's other members, ``(index, name)``, which the
+    feed reads and sets ``sidecar`` from (the JSON of the row's column); ``carried``: the kept columns of its
+    table row."""
 
     index: int
     input_id: str
@@ -86,6 +90,9 @@ class PlanEntry:
     preset: tuple[str, str, str] | None
     member_index: int | None = None
     flags: tuple[str, ...] = ()
+    sidecars: tuple[tuple[int, bytes], ...] | None = None
+    carried: dict[str, Any] | None = None
+    sidecar: str | None = None
 
 
 class OutputDir:
@@ -251,9 +258,12 @@ class OutputDir:
         atomic_write_json(self.run_json, info)
 
     # ---- plan
-    def write_plan(self, refs: list[PlanInput], shard_size: int, tag: str) -> dict[str, Any]:
-        """Freeze the plan: one Arrow IPC file per shard, then plan.json (written last)."""
+    def write_plan(self, refs: list[PlanInput], shard_size: int, tag: str,
+                   kept: tuple[pa.Field, ...] = ()) -> dict[str, Any]:
+        """Freeze the plan: one Arrow IPC file per shard, then plan.json (written last). ``kept``: the columns of
+        the table the inputs came from whose values the refs carry."""
         self.plan_dir.mkdir(exist_ok=True)
+        schema = plan_schema(kept)
         shards = []
         for shard, start in enumerate(range(0, max(len(refs), 1), shard_size)):
             chunk = refs[start:start + shard_size]
@@ -270,10 +280,13 @@ class OutputDir:
                 "preset_status": [r.preset[0] if r.preset else None for r in chunk],
                 "preset_code": [r.preset[1] if r.preset else None for r in chunk],
                 "preset_detail": [r.preset[2] if r.preset else None for r in chunk],
-            }, schema=PLAN_SCHEMA)
+                "sidecars": [None if r.sidecars is None else [{"index": i, "name": n} for i, n in r.sidecars]
+                             for r in chunk],
+                **({"carried": [r.carried for r in chunk]} if kept else {}),
+            }, schema=schema)
             path = self.plan_dir / f"{shard_name(shard)}.arrow"
             sink = pa.BufferOutputStream()
-            with pa.ipc.new_file(sink, PLAN_SCHEMA, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+            with pa.ipc.new_file(sink, schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
                 writer.write_table(table)
             atomic_write_bytes(path, sink.getvalue().to_pybytes(), tag=tag)
             shards.append({"shard": shard, "rows": len(chunk), "sha256": sha256_file(path)})
@@ -293,18 +306,38 @@ class OutputDir:
         path = self.plan_path(shard)
         if expected_sha256 is not None and (not path.is_file() or sha256_file(path) != expected_sha256):
             raise OutputError(f"plan file {path} is missing or does not match plan.json")
-        if path.suffix == ".parquet":  # an output written before schema 4
-            t = pq.read_table(path).to_pydict()
-        else:
-            with pa.memory_map(str(path)) as source:
-                t = pa.ipc.open_file(source).read_all().to_pydict()
+        t = self._plan_table(path).to_pydict()
+        n = len(t["index"])
+        sidecars, carried = t.get("sidecars", [None] * n), t.get("carried", [None] * n)  # schema 5 on
         return [
             PlanEntry(t["index"][i], t["input_id"][i], t["path"][i], t["path_bytes"][i], t["member_bytes"][i],
                       None if t["preset_status"][i] is None
                       else (t["preset_status"][i], t["preset_code"][i], t["preset_detail"][i] or ""),
-                      t["member_index"][i], tuple(t["flags"][i] or ()))
-            for i in range(len(t["index"]))
+                      t["member_index"][i], tuple(t["flags"][i] or ()),
+                      None if sidecars[i] is None else tuple((s["index"], s["name"]) for s in sidecars[i]),
+                      carried[i])
+            for i in range(n)
         ]
+
+    @staticmethod
+    def _plan_table(path: Path) -> pa.Table:
+        if path.suffix == ".parquet":  # an output written before schema 4
+            return pq.read_table(path)
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
+
+    def plan_kept(self, plan: dict[str, Any]) -> tuple[pa.Field, ...]:
+        """The kept table columns a plan carries (scan --from-table), with their types, from its first shard; ()
+        for a plan of no table (or of no inputs)."""
+        if not plan["shards"]:
+            return ()
+        path = self.plan_path(int(plan["shards"][0]["shard"]))
+        if path.suffix == ".parquet":
+            return ()
+        with pa.memory_map(str(path)) as source:
+            schema = pa.ipc.open_file(source).schema
+        index = schema.get_field_index("carried")
+        return () if index < 0 else tuple(kept_field(f.name, f.type) for f in schema.field(index).type)
 
     # ---- commits
     def read_commit(self, shard: int, offset: int | None = None) -> dict[str, Any] | None:

@@ -28,25 +28,27 @@ __all__ = ["commit_shard", "rows_table"]
 FaultHook = Callable[[str, int], None]
 
 
-def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows (dicts keyed by column) as a table of :data:`ROW_SCHEMA`."""
-    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+def rows_table(rows: list[dict[str, Any]], schema: pa.Schema = ROW_SCHEMA) -> pa.Table:
+    """Rows (dicts keyed by column) as a table of ``schema`` (:data:`ROW_SCHEMA`, and a table's kept columns)."""
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def commit_shard(out: OutputDir, shard: int, rows: list[dict[str, Any]], *, run_id: str, model_sha256: str,
                  heatmaps: int = 0, fault: FaultHook | None = None, offset: int | None = None,
-                 shard_rows: int | None = None, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+                 shard_rows: int | None = None, stats: dict[str, Any] | None = None,
+                 schema: pa.Schema = ROW_SCHEMA) -> dict[str, Any]:
     """Write and publish one shard, or with ``offset`` the piece of it that starts at its input ``offset`` (of
     ``shard_rows``); returns the commit marker. ``stats`` (counts by status, wall time, images/s) go into it.
+    ``schema``: the row schema of the scan (:func:`gcage_fast.output.schema.with_kept`).
 
     Raises:
         OutputError: the part cannot be written (disk full, permissions): a run-level failure.
     """
-    table = rows_table(rows)
+    table = rows_table(rows, schema)
     final = out.part_path(shard, offset)
     tmp = tmp_name(final, run_id[:12])
     try:
-        writer = pq.ParquetWriter(tmp, ROW_SCHEMA, compression="zstd")
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         writer.write_table(table)  # one row group per shard
         if fault:
             fault("in_write", shard)

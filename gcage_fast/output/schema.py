@@ -1,11 +1,15 @@
-"""Output schema, version 4: one row per planned input. The only place columns are defined.
+"""Output schema, version 5: one row per planned input. The only place columns are defined.
 
 Version 2 added ``member_index``, ``flags``, ``trailing_bytes`` and ``exif_orientation`` to version 1; version 3
 added the provenance columns ``evidence``, ``c2pa`` and ``verdict_source`` (``verdict`` became the fused verdict;
 ``p_fake`` stays the model's own score); version 4 added ``locator``, ``input_root``, ``relpath``,
 ``base_class_probs``, ``heatmap_path`` and ``known``, and moved the results from ``OUT/parts/`` to ``OUT/results/``
-(the plan became Arrow IPC files, so ``OUT/**/*.parquet`` is the result set). :data:`ROW_SCHEMAS` keeps the columns
-of every version, so verify and report still read older outputs.
+(the plan became Arrow IPC files, so ``OUT/**/*.parquet`` is the result set); version 5 added ``sidecar`` (the other
+members of a WebDataset sample, ``scan --input-format webdataset``). :data:`ROW_SCHEMAS` keeps the columns of every
+version, so verify and report still read older outputs.
+
+A scan of a table (``scan --from-table``) appends the table's kept columns after these, with the table's own types
+(:func:`with_kept`); its run.json lists them (``kept_columns``), and verify accepts exactly those.
 
 Scores are null unless ``status = ok`` (fail closed: an unscanned file never looks clean).
 """
@@ -15,9 +19,9 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "ROW_SCHEMAS", "ADDED", "PATCH_TYPE", "EVIDENCE_TYPE", "C2PA_TYPE", "PLAN_SCHEMA", "STATUSES",
-           "SCORE_COLUMNS", "KNOWN_TYPE"]
+           "SCORE_COLUMNS", "KNOWN_TYPE", "SIDECARS_TYPE", "kept_field", "with_kept", "plan_schema"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATUSES = ("ok", "error", "skipped")
 CAM_VALUES = 49  # 7×7 CAM per patch, min-max normalised and quantised to uint8
 
@@ -73,6 +77,9 @@ _FIELDS = [
     ("input_root", pa.string(), False, "the scanned directory the input was found under (display form); for a file "
      "named directly, its directory"),
     ("relpath", pa.string(), False, "the locator relative to input_root (path!member for archive members)"),
+    ("sidecar", pa.string(), True, "scan --input-format webdataset: the sample's other members as one JSON object "
+     "keyed by extension (json parsed, text as a string; null for one over 64 KiB or not UTF-8); null for inputs "
+     "that are not WebDataset samples"),
     ("size_bytes", pa.int64(), True, "bytes read"),
     ("sha256", pa.string(), True, "sha256 of the file content"),
     ("format", pa.string(), True, "format detected from content (JPEG, PNG, ...)"),
@@ -136,7 +143,8 @@ ROW_SCHEMA = pa.schema(
 )
 
 #: The columns each schema version added (what an older output lacks).
-ADDED = {4: ("locator", "input_root", "relpath", "base_class_probs", "heatmap_path", "known"),
+ADDED = {5: ("sidecar",),
+         4: ("locator", "input_root", "relpath", "base_class_probs", "heatmap_path", "known"),
          3: ("evidence", "c2pa", "verdict_source")}
 
 
@@ -147,8 +155,24 @@ def _row_schema(version: int) -> pa.Schema:
                      metadata={"gcage_fast.schema_version": str(version)})
 
 
-#: Row schema per version that verify and report accept (2 and 3: outputs of earlier releases).
-ROW_SCHEMAS = {v: _row_schema(v) for v in (2, 3, SCHEMA_VERSION)}
+#: Row schema per version that verify and report accept (2 to 4: outputs of earlier releases).
+ROW_SCHEMAS = {v: _row_schema(v) for v in (2, 3, 4, SCHEMA_VERSION)}
+
+
+def kept_field(name: str, typ: pa.DataType) -> pa.Field:
+    """A column kept from a ``--from-table`` table: its own name and type, nullable."""
+    return pa.field(name, typ, nullable=True, metadata={"description": "kept from the table (scan --keep-columns)"})
+
+
+def with_kept(kept: tuple[pa.Field, ...] | list[pa.Field] = ()) -> pa.Schema:
+    """The row schema of a scan, with the table columns it keeps appended (:func:`kept_field`)."""
+    return ROW_SCHEMA if not kept else pa.schema([*ROW_SCHEMA, *kept], metadata=ROW_SCHEMA.metadata)
+
+
+#: A WebDataset sample's members besides its image, as the plan lists them (read and turned into the ``sidecar``
+#: column at scan time): position in the archive and raw name.
+SIDECARS_TYPE = pa.list_(pa.struct([pa.field("index", pa.int32(), nullable=False),
+                                    pa.field("name", pa.binary(), nullable=False)]))
 
 PLAN_SCHEMA = pa.schema([
     pa.field("index", pa.int64(), nullable=False),
@@ -161,4 +185,13 @@ PLAN_SCHEMA = pa.schema([
     pa.field("preset_status", pa.string()),
     pa.field("preset_code", pa.string()),
     pa.field("preset_detail", pa.string()),
+    pa.field("sidecars", SIDECARS_TYPE),  # WebDataset samples only
 ], metadata={"gcage_fast.schema_version": str(SCHEMA_VERSION)})
+
+
+def plan_schema(kept: tuple[pa.Field, ...] | list[pa.Field] = ()) -> pa.Schema:
+    """The schema of a plan shard: :data:`PLAN_SCHEMA`, and for a scan of a table the values of its kept columns
+    as one struct column ``carried`` with their own types (a resume reproduces them exactly)."""
+    if not kept:
+        return PLAN_SCHEMA
+    return PLAN_SCHEMA.append(pa.field("carried", pa.struct(list(kept))))

@@ -3,6 +3,8 @@
 For the frozen plan, every shard must be committed (whole, or as pieces that cover it in order), each part
 readable, its sha256 and row count equal to its commit marker, and the rows must be exactly the planned inputs of
 that shard, in plan order (no gaps, no duplicates, no strangers). Scores must be null unless ``status = ok``.
+The columns are those of the output's schema version, followed, for a scan of a table, by exactly the kept
+columns its run.json lists (``kept_columns``: name and type).
 """
 
 from __future__ import annotations
@@ -43,8 +45,23 @@ class VerifyReport:
                 "problems": self.problems}
 
 
-def _checked_part(shard: int, part: Path, marker: dict | None, problem) -> pa.Table | None:
-    """The rows of one committed part, or None (and a problem) when the part does not hold what its marker says."""
+def _kept(info: dict) -> list[tuple[str, str]]:
+    """``(name, type)`` of the kept columns run.json lists (scan --from-table)."""
+    return [(str(c.get("name")), str(c.get("type"))) for c in info.get("kept_columns") or []]
+
+
+def _schema_matches(schema: pa.Schema, expected: pa.Schema, kept: list[tuple[str, str]]) -> bool:
+    """The standard columns of ``expected``, then exactly the ``kept`` ones (nullable, of the listed types)."""
+    n = len(expected)
+    if len(schema) != n + len(kept) or not pa.schema(list(schema)[:n]).equals(expected, check_metadata=False):
+        return False
+    return all(f.name == name and str(f.type) == typ and f.nullable for f, (name, typ) in zip(list(schema)[n:], kept))
+
+
+def _checked_part(shard: int, part: Path, marker: dict | None, problem,
+                  kept: list[tuple[str, str]]) -> pa.Table | None:
+    """The rows of one committed part, or None (and a problem) when the part does not hold what its marker says.
+    ``kept``: the kept columns the rows must have after the standard ones."""
     if marker is None:
         problem(f"shard {shard}: the commit marker of {part.name} is unreadable")
         return None
@@ -61,9 +78,10 @@ def _checked_part(shard: int, part: Path, marker: dict | None, problem) -> pa.Ta
         return None
     version = int((table.schema.metadata or {}).get(b"gcage_fast.schema_version", b"0") or 0)
     expected = ROW_SCHEMAS.get(version)
-    if expected is None or not table.schema.equals(expected, check_metadata=False):
+    if expected is None or not _schema_matches(table.schema, expected, kept):
         known = ", ".join(f"v{v}" for v in ROW_SCHEMAS)
-        problem(f"shard {shard}: schema differs from output schema v{version} (this version reads {known})")
+        also = f", plus the kept columns {', '.join(n for n, _ in kept)}" if kept else ""
+        problem(f"shard {shard}: schema differs from output schema v{version}{also} (this version reads {known})")
         return None
     return table
 
@@ -75,6 +93,7 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
     if not out.run_json.is_file():
         raise OutputError(f"{out.path} is not a gcage_fast output directory (no run.json)")
     plan = out.read_plan_info()
+    kept = _kept(out.read_run())
     report.n_planned = plan["n_inputs"]
     report.n_shards = plan["n_shards"]
     status: Counter = Counter()
@@ -106,7 +125,7 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
             expected_names.add(part.name)
             piece_at = parse_stem(stem)[1]  # type: ignore[index]
             whole, offset = piece_at is None, piece_at or 0
-            table = _checked_part(shard, part, marker, problem)
+            table = _checked_part(shard, part, marker, problem, kept)
             if table is None:
                 complete = False
                 continue

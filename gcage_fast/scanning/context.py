@@ -14,10 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from gcage_fast.config import ScanConfig
 from gcage_fast.ingest.perturb import Perturbation, parse_perturbations
 from gcage_fast.output.heatmaps import PREVIEW_MAX
 from gcage_fast.output.outdir import OutputDir
+from gcage_fast.output.schema import with_kept
 
 __all__ = ["RunContext", "ShardSpec"]
 
@@ -61,6 +64,12 @@ class RunContext:
     #: environment.
     full_image: bool
     class_names: tuple[str, ...] = ()  # the model's classes, in the order of base_probs
+    kept: tuple[pa.Field, ...] = ()  # the table columns the rows keep (scan --from-table --keep-columns)
+
+    @property
+    def row_schema(self) -> pa.Schema:
+        """The schema of this run's rows: the standard columns, then the kept ones."""
+        return with_kept(self.kept)
 
     @property
     def preview_max(self) -> int:

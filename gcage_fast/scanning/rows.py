@@ -28,7 +28,8 @@ def _evidence(ctx: RunContext, prep: Prepared) -> list[dict[str, Any]] | None:
 def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
               score: ImageScore | None, heatmap_path: str | None = None) -> dict[str, Any]:
     """The row of ``entry``; the score columns stay empty without a score (the input was not scored).
-    ``heatmap_path``: the overlay written for it, relative to the output directory."""
+    ``heatmap_path``: the overlay written for it, relative to the output directory. The kept columns of a table's
+    row (``entry.carried``) come last, under their own names."""
     member = entry.member_bytes
     where, root, relpath = locate(entry.path_bytes, member, ctx.config.inputs)
     row: dict[str, Any] = {
@@ -41,6 +42,7 @@ def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
         "locator": where,
         "input_root": root,
         "relpath": relpath,
+        "sidecar": entry.sidecar,
         "size_bytes": prep.size_bytes,
         "sha256": prep.sha256,
         "format": prep.format,
@@ -69,6 +71,7 @@ def build_row(ctx: RunContext, shard: int, entry: PlanEntry, prep: Prepared,
         "run_id": ctx.run_id,
         "shard": shard,
         "scanned_at": datetime.now(timezone.utc),
+        **(entry.carried or {}),
     }
     if score is not None:
         verdict, source = fuse(prep.evidence, score.verdict, ctx.config.verdict_policy)

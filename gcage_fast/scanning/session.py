@@ -106,6 +106,7 @@ def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         **({"heatmaps": heatmap_settings(config)} if config.heatmaps != "none" else {}),
         # the known set (--skip-known) by its sha256 and the old outputs' run_ids; only when given, likewise
         **({"skip_known": known.fingerprint(config)} if config.skip_known else {}),
+        **({"input_format": config.input_format} if config.input_format != "auto" else {}),
         **resolved,
     }
 
@@ -162,7 +163,7 @@ def inputs(config: ScanConfig, out: OutputDir) -> Discovery | None:
 
 def _discover(config: ScanConfig) -> Discovery:
     return discover_inputs(config.inputs, config.from_list, config.follow_symlinks, config.limits,
-                           path_filter(config), own_output=config.output)
+                           path_filter(config), own_output=config.output, input_format=config.input_format)
 
 
 def _refuse_output_inside_inputs(output: Path, inputs: tuple[str, ...]) -> None:
@@ -270,9 +271,12 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
         if found is None:
             found = _discover(config)
             info["filtered"] = found.filtered
-        plan = out.write_plan(found.refs, config.shard_size, tag=run_id[:12])
+        plan = out.write_plan(found.refs, config.shard_size, tag=run_id[:12], kept=found.kept)
         if fault is not None:
             fault("after_plan", 0)
+    kept = found.kept if found is not None else out.plan_kept(plan)
+    if kept:  # verify accepts exactly these columns after the standard ones
+        info["kept_columns"] = [{"name": f.name, "type": str(f.type)} for f in kept]
     out.make_dirs()
     rows = shard_rows(plan)
     parts = out.committed_parts(rows)
@@ -298,7 +302,7 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
     ctx = RunContext(config=config, output=str(out.path), run_id=run_id, model_id=spec.model_id,
                      model_sha256=spec.sha256, backend=backend_label, cam_method=setup.options.cam_method,
                      cam_target=setup.options.cam_target, threshold=r["threshold"], top_k=r["top_k"],
-                     full_image=uses_device_path(config), class_names=tuple(spec.class_names))
+                     full_image=uses_device_path(config), class_names=tuple(spec.class_names), kept=tuple(kept))
     return Run(out, info, plan, resumed, committed, pending, ctx, setup, committed_inputs, redone)
 
 

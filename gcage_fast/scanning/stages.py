@@ -231,4 +231,5 @@ def commit_shard(ctx: RunContext, scored: ScoredShard, fault: FaultHook | None =
     """
     return parquet.commit_shard(ctx.outdir(), scored.shard, scored.rows, run_id=ctx.run_id,
                                 model_sha256=ctx.model_sha256, heatmaps=scored.heatmaps, fault=fault,
-                                offset=scored.offset, shard_rows=scored.shard_rows, stats=scored.stats)
+                                offset=scored.offset, shard_rows=scored.shard_rows, stats=scored.stats,
+                                schema=ctx.row_schema)
