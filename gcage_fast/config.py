@@ -15,7 +15,7 @@ from gcage_fast.precision import SCAN_PRECISIONS, check_precision
 
 __all__ = ["Limits", "ScanConfig", "Perturbation", "parse_perturbations", "ALLOWED_FORMATS", "CAM_METHODS",
            "BACKENDS", "SCAN_PRECISIONS", "KERNEL_IMPLS", "PILLOW_BOMB_PIXELS", "VERDICT_POLICIES", "WATERMARK_SCHEMES",
-           "GRIDS", "HEATMAP_FORMATS", "HEATMAPS_FOR", "INPUT_FORMATS", "default_workers"]
+           "GRIDS", "HEATMAP_FORMATS", "HEATMAPS_FOR", "INPUT_FORMATS", "default_workers", "table_options_problem"]
 #: Training sampling weights (``train-base``/``train-head --balance``): none, equal weight per source within each
 #: class, and per generator within each source (gcage_fast.training.frozen.balanced_weights).
 BALANCES = ("none", "source", "source-generator")
@@ -89,6 +89,20 @@ def parse_perturbations(spec: str) -> list[Perturbation]:
     return out
 
 
+def table_options_problem(inputs: tuple[str, ...], from_list: str | None, from_table: str | None,
+                          path_column: str | None, keep_columns: tuple[str, ...]) -> str | None:
+    """What is wrong with how ``--from-table``, ``--path-column`` and ``--keep-columns`` are combined (a usage
+    mistake on the command line), or None."""
+    if from_table is not None and (inputs or from_list is not None):
+        return "--from-table takes the place of INPUTS and --from-list: put every input in the table"
+    if from_table is not None and not path_column:
+        return "--from-table needs --path-column COL: the table's column that holds the paths"
+    if from_table is None and (path_column is not None or keep_columns):
+        option = "--path-column" if path_column is not None else "--keep-columns"
+        return f"{option} needs --from-table FILE: it names a column of that table"
+    return None
+
+
 def default_workers() -> int:
     """Decode processes when ``--workers`` is not given: one per core, leaving one core to the engine."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -142,6 +156,11 @@ class ScanConfig:
     inputs: tuple[str, ...]
     output: str
     from_list: str | None = None
+    #: A table of inputs, one per row (gcage_fast.ingest.tables): its column of paths, and the columns whose
+    #: values every result row of that table row keeps.
+    from_table: str | None = None
+    path_column: str | None = None
+    keep_columns: tuple[str, ...] = ()
     model: str | None = None
     backend: str = "auto"
     device: str = "cpu"
@@ -180,8 +199,12 @@ class ScanConfig:
     input_format: str = "auto"  # one of INPUT_FORMATS: archives as independent members, or as WebDataset shards
 
     def validate(self) -> None:
-        if not self.inputs and self.from_list is None:
-            raise ConfigError("no inputs: give files or directories, or --from-list FILE")
+        if not self.inputs and self.from_list is None and self.from_table is None:
+            raise ConfigError("no inputs: give files or directories, --from-list FILE or --from-table FILE")
+        problem = table_options_problem(self.inputs, self.from_list, self.from_table, self.path_column,
+                                        self.keep_columns)
+        if problem is not None:
+            raise ConfigError(problem)
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; choose {', '.join(BACKENDS)}")
         if self.device not in ("cpu", "cuda"):
@@ -252,4 +275,5 @@ class ScanConfig:
         d["limits"]["formats"] = list(self.limits.formats)
         d["inputs"] = list(self.inputs)
         d["include"], d["exclude"] = list(self.include), list(self.exclude)
+        d["keep_columns"] = list(self.keep_columns)
         return d

@@ -9,7 +9,8 @@ import click
 from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, evidence_options, from_options,
                                    grid_option, json_flag, limit_options, model_option, setup_logging, throughput_options)
 from gcage_fast.cli.progress import Progress
-from gcage_fast.config import CAM_METHODS, HEATMAP_FORMATS, HEATMAPS_FOR, INPUT_FORMATS, KERNEL_IMPLS
+from gcage_fast.config import (CAM_METHODS, HEATMAP_FORMATS, HEATMAPS_FOR, INPUT_FORMATS, KERNEL_IMPLS,
+                               table_options_problem)
 from gcage_fast.scoring.aggregate import VERDICTS
 
 __all__ = ["scan"]
@@ -61,6 +62,13 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
               help="Output directory (a Parquet dataset).")
 @click.option("--from-list", type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
               help="File with one path per line ('-' reads standard input).")
+@click.option("--from-table", type=click.Path(allow_dash=False, path_type=str), metavar="FILE",
+              help="A table of inputs, one per row (.parquet, .csv with a header line, .jsonl), in table order; "
+              "instead of INPUTS and --from-list.  Needs --path-column.")
+@click.option("--path-column", metavar="COL", help="The --from-table column of local paths (text or bytes).")
+@click.option("--keep-columns", metavar="A,B", default="",
+              help="--from-table columns (comma-separated) copied into each result row of that table row, under "
+              "their own names and with the table's types (e.g. user_id,upload_id).")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="auto", show_default=True,
               help="How archives are read: files = every member is an input (what auto does); webdataset = every "
               "sample is one (the members sharing a key: dir/key.jpg, dir/key.json, ...), its image scored, the "
@@ -145,6 +153,7 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
       find /data -name '*.jpg' | gcage-fast scan --from-list - -o results/ --heatmaps png
       gcage-fast scan uploads.tar.gz batch.zip -o results/
       gcage-fast scan shards/ -o results/ --input-format webdataset   # one row per sample, sidecars kept
+      gcage-fast scan --from-table uploads.parquet --path-column path --keep-columns user_id,upload_id -o results/
       gcage-fast scan photos/ -o results/ --resume        # after an interruption
       gcage-fast scan photos/ -o results/ --device cuda --precision fp16
       gcage-fast scan photos/ -o results/ --verdict-policy model-only --watermarks sd
@@ -158,7 +167,12 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other: --resume continues the scan in "
                                "OUTPUT, --overwrite deletes it and starts again; give one")
-    if not options["inputs"] and options["from_list"] is None:
+    options["keep_columns"] = tuple(c.strip() for c in options["keep_columns"].split(",") if c.strip())
+    problem = table_options_problem(options["inputs"], options["from_list"], options["from_table"],
+                                    options["path_column"], options["keep_columns"])
+    if problem is not None:
+        raise click.UsageError(problem)
+    if not options["inputs"] and options["from_list"] is None and options["from_table"] is None:
         raise click.UsageError("no inputs: name files, directories or archives to scan (INPUTS), or give "
                                "--from-list FILE ('-' for standard input)")
     setup_logging(quiet, log_format)

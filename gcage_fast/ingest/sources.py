@@ -10,6 +10,9 @@ What walking a directory or listing an archive finds passes a :class:`~gcage_fas
 first (junk, ``--include``/``--exclude``, earlier gcage-fast outputs): what it drops is no input and gets no row,
 only a count by reason. Files named explicitly (on the command line or in a path list) are always inputs; the
 members of an archive named explicitly are filtered like any others.
+
+The rows of a table (``--from-table``, :func:`discover_table`) keep the table's order instead, and each row is
+an input of its own (its row number is part of its identity), even where two rows name the same file.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gcage_fast.ingest.archives import list_archive, sniff_archive
@@ -32,8 +36,8 @@ from gcage_fast.ingest.webdataset import samples
 from gcage_fast.log import logger
 from gcage_fast.text import printable
 
-__all__ = ["Discovery", "InputRef", "input_id", "display_path", "discover_inputs", "enumerate_inputs",
-           "read_path_list"]
+__all__ = ["Discovery", "InputRef", "input_id", "display_path", "discover_inputs", "discover_table",
+           "enumerate_inputs", "read_path_list", "uri_scheme"]
 
 
 @dataclass(frozen=True)
@@ -288,6 +292,48 @@ def discover_inputs(inputs: Iterable[str], from_list: str | None = None, follow_
         for raw in read_path_list(from_list):
             _add_root(raw, follow_symlinks, False, seen_dirs, out)
     return Discovery(out.ordered(), out.filtered())
+
+
+_URI = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def uri_scheme(raw: bytes) -> str | None:
+    """The scheme of a URI (``s3``, ``https``, ...), None for a local path."""
+    m = _URI.match(raw)
+    return m.group(1).decode("ascii").lower() if m else None
+
+
+def discover_table(paths: Sequence[bytes | None], values: Sequence[dict[str, Any]], kept: tuple[Any, ...] = (),
+                   follow_symlinks: bool = False, limits: Limits | None = Limits(),
+                   filters: PathFilter | None = PathFilter(), own_output: str | None = None,
+                   input_format: str = "auto") -> Discovery:
+    """The inputs of a table's rows (gcage_fast.ingest.tables), in table order: each row's path is one input (an
+    archive: one per member, or per sample), numbered by its row and carrying the row's kept ``values``. A row
+    that names nothing to read keeps its row all the same: no path (``table.no_path``), a URI
+    (``fs.unsupported_scheme``: local paths only, so far), a directory (``fs.is_directory``), a file that does
+    not exist (``fs.vanished``)."""
+    refs: list[InputRef] = []
+    filtered: Counter = Counter()
+    own = _identity(own_output)
+    for row, (raw, carried) in enumerate(zip(paths, values)):
+        carried = carried or None
+        scheme = None if not raw else uri_scheme(raw)
+        if not raw:
+            refs.append(InputRef(b"", preset=("error", "table.no_path", "this row of the table has no path"),
+                                 row=row, carried=carried))
+        elif scheme is not None:
+            refs.append(InputRef(raw, preset=("error", "fs.unsupported_scheme", f"{scheme}:// is not read (yet): a "
+                                              "table's path column holds local paths"), row=row, carried=carried))
+        elif os.path.isdir(raw):
+            refs.append(InputRef(os.path.abspath(raw), preset=("error", "fs.is_directory", "a directory: a table row "
+                                                               "names one file (or archive)"), row=row,
+                                 carried=carried))
+        else:
+            out = _Collector(limits, filters, own, input_format)
+            _add_root(raw, follow_symlinks, False, set(), out)
+            refs += [replace(r, row=row, carried=carried) for r in out.ordered()]
+            filtered.update(out.filtered())
+    return Discovery(refs, dict(sorted(filtered.items())), tuple(kept))
 
 
 def enumerate_inputs(inputs: Iterable[str], from_list: str | None = None, follow_symlinks: bool = False,

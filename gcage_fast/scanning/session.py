@@ -29,7 +29,8 @@ from gcage_fast.errors import ConfigError, OutputError
 from gcage_fast.evidence.collect import options_for
 from gcage_fast.hashing import sha256_file
 from gcage_fast.ingest.filters import PathFilter
-from gcage_fast.ingest.sources import Discovery, display_path, discover_inputs
+from gcage_fast.ingest.sources import Discovery, display_path, discover_inputs, discover_table
+from gcage_fast.ingest.tables import check_keep_columns, read_table
 from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir, committed_rows, marker_stem, shard_rows
 from gcage_fast.output.schema import SCHEMA_VERSION
@@ -65,6 +66,7 @@ def resolve(config: ScanConfig) -> Setup:
     from gcage_fast.models.registry import load_model
 
     config.validate()
+    check_keep_columns(config.keep_columns)
     check_evidence(config)
     model = load_model(config.model)
     spec = model.spec
@@ -107,6 +109,8 @@ def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         # the known set (--skip-known) by its sha256 and the old outputs' run_ids; only when given, likewise
         **({"skip_known": known.fingerprint(config)} if config.skip_known else {}),
         **({"input_format": config.input_format} if config.input_format != "auto" else {}),
+        **({"from_table": {"path": config.from_table, "path_column": config.path_column,
+                           "keep_columns": list(config.keep_columns)}} if config.from_table is not None else {}),
         **resolved,
     }
 
@@ -157,11 +161,16 @@ def inputs(config: ScanConfig, out: OutputDir) -> Discovery | None:
         return None
     found = _discover(config)
     if not found.refs:
-        logger.warning("no inputs found in %s", ", ".join(config.inputs) or str(config.from_list))
+        named = ", ".join(config.inputs) or str(config.from_list if config.from_table is None else config.from_table)
+        logger.warning("no inputs found in %s", named)
     return found
 
 
 def _discover(config: ScanConfig) -> Discovery:
+    if config.from_table is not None:
+        table = read_table(config.from_table, config.path_column or "", config.keep_columns)
+        return discover_table(table.paths, table.values, table.kept, config.follow_symlinks, config.limits,
+                              path_filter(config), own_output=config.output, input_format=config.input_format)
     return discover_inputs(config.inputs, config.from_list, config.follow_symlinks, config.limits,
                            path_filter(config), own_output=config.output, input_format=config.input_format)
 
