@@ -144,16 +144,16 @@ def test_heatmaps_and_bounded_memory(tiny_model_dir, tmp_path, monkeypatch):
         gen.save_image(src / f"{i}.jpg", w, h, i)
     gen.zero_byte(src / "empty.jpg")
     seen = []
-    real_score_shard = pipeline.score_shard
+    real_score_pieces = pipeline.score_pieces
 
-    def checking_score_shard(ctx, scorer, spec, prepared, **kw):
+    def checking_score_pieces(ctx, scorer, spec, prepared, **kw):
         items = []
-        scored = real_score_shard(ctx, scorer, spec, (items.append(p) or (e, p) for e, p in prepared), **kw)
+        for piece in real_score_pieces(ctx, scorer, spec, (items.append(p) or (e, p) for e, p in prepared), **kw):
+            assert all(prep.patches is None and prep.preview is None for prep in items)  # released when scored
+            yield piece
         seen.extend(items)
-        assert all(prep.patches is None and prep.preview is None for prep in items)
-        return scored
 
-    monkeypatch.setattr(pipeline, "score_shard", checking_score_shard)
+    monkeypatch.setattr(pipeline, "score_pieces", checking_score_pieces)
     out = tmp_path / "out"
     summary = pipeline.scan(ScanConfig(inputs=(str(src),), output=str(out), model=str(tiny_model_dir),
                                        heatmaps="png", workers=0, shard_size=3, batch_size=4))
