@@ -7,6 +7,9 @@ backslashes) are flagged ``archive.unsafe_name`` and still scanned. Limits apply
 actually decompressed (headers are not trusted) and the expansion ratio; when one is hit, the members listed so
 far keep their rows and one archive-level row says what happened. A damaged archive likewise gives rows for what
 could be read plus one archive-level row.
+
+An archive that is an object in an object store (gcage_fast.ingest.objectstore) is read whole into memory, within
+``--max-bytes``, and given to these functions as ``data``; ``path`` then only names it.
 """
 
 from __future__ import annotations
@@ -64,14 +67,22 @@ def is_archive_bytes(head: bytes) -> bool:
             or any(head.startswith(m) for m in _TAR_COMPRESSED))
 
 
-def sniff_archive(path: bytes) -> str | None:
+def _source(path: bytes, data: bytes | None) -> str | io.BytesIO:
+    """What the archive modules open: the file's name, or the archive's bytes in memory."""
+    return os.fsdecode(path) if data is None else io.BytesIO(data)
+
+
+def sniff_archive(path: bytes, data: bytes | None = None) -> str | None:
     """``zip``, ``tar``, ``tar.gz``, ``tar.bz2``, ``tar.xz`` or None, from content (compressed streams are
-    confirmed to hold a tar by reading its first header)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-    except OSError:
-        return None
+    confirmed to hold a tar by reading its first header); of ``data`` when given."""
+    if data is not None:
+        head = data[:512]
+    else:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(512)
+        except OSError:
+            return None
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if head[257:262] == b"ustar":
@@ -80,7 +91,7 @@ def sniff_archive(path: bytes) -> str | None:
         if head.startswith(magic):
             opener = {"tar.gz": _gunzip, "tar.bz2": bz2.open, "tar.xz": lzma.open}[kind]
             try:
-                with opener(os.fsdecode(path)) as stream:
+                with opener(_source(path, data)) as stream:
                     inner = stream.read(512)
             except _ERRORS:
                 return None
@@ -88,10 +99,10 @@ def sniff_archive(path: bytes) -> str | None:
     return None
 
 
-def _gunzip(path: bytes):
+def _gunzip(source: str | io.BytesIO):
     import gzip
 
-    return gzip.open(path, "rb")
+    return gzip.open(source, "rb")
 
 
 def _looks_like_old_tar(block: bytes) -> bool:
@@ -117,15 +128,16 @@ def _tar_kind_preset(info: tarfile.TarInfo) -> tuple[str, str, str] | None:
     return None
 
 
-def list_archive(path: bytes, kind: str, limits: Limits) -> ArchiveListing:
-    """List the members of an archive, applying the member-count, byte and ratio limits."""
+def list_archive(path: bytes, kind: str, limits: Limits, data: bytes | None = None) -> ArchiveListing:
+    """List the members of an archive (of ``data`` when given), applying the member-count, byte and ratio
+    limits."""
     try:
-        size = os.stat(path).st_size
+        size = os.stat(path).st_size if data is None else len(data)
     except OSError as exc:
         return ArchiveListing(kind, [], ("error", "fs.vanished", exc.strerror or "gone"))
     if kind == "zip":
-        return _list_zip(path, limits)
-    return _list_tar(path, kind, size, limits)
+        return _list_zip(_source(path, data), limits)
+    return _list_tar(_source(path, data), kind, size, limits)
 
 
 def _limit_problem(count: int, total: int, compressed: int, limits: Limits) -> tuple[str, str, str] | None:
@@ -139,10 +151,10 @@ def _limit_problem(count: int, total: int, compressed: int, limits: Limits) -> t
     return None
 
 
-def _list_zip(path: bytes, limits: Limits) -> ArchiveListing:
+def _list_zip(source: str | io.BytesIO, limits: Limits) -> ArchiveListing:
     members: list[ArchiveMember] = []
     try:
-        with zipfile.ZipFile(os.fsdecode(path)) as zf:
+        with zipfile.ZipFile(source) as zf:
             infos = zf.infolist()
             compressed = 0
             declared = 0
@@ -170,11 +182,11 @@ def _list_zip(path: bytes, limits: Limits) -> ArchiveListing:
     return ArchiveListing("zip", members)
 
 
-def _list_tar(path: bytes, kind: str, compressed: int, limits: Limits) -> ArchiveListing:
+def _list_tar(source: str | io.BytesIO, kind: str, compressed: int, limits: Limits) -> ArchiveListing:
     members: list[ArchiveMember] = []
     total = 0
     try:
-        with tarfile.open(os.fsdecode(path), mode="r|*", encoding="utf-8", errors="surrogateescape") as tf:
+        with _open_tar(source) as tf:
             for index, info in enumerate(tf):
                 total += info.size if info.isreg() else 0
                 problem = _limit_problem(len(members) + 1, total, compressed, limits)
@@ -198,13 +210,21 @@ def _damage_code(exc: BaseException) -> str:
     return "archive.corrupt"
 
 
-class MemberReader:
-    """Reads planned members of one archive in plan order (tar archives in one sequential pass)."""
+def _open_tar(source: str | io.BytesIO) -> tarfile.TarFile:
+    """A tar (compressed or not) opened for one sequential pass."""
+    if isinstance(source, str):
+        return tarfile.open(source, mode="r|*", encoding="utf-8", errors="surrogateescape")
+    return tarfile.open(fileobj=source, mode="r|*", encoding="utf-8", errors="surrogateescape")
 
-    def __init__(self, path: bytes, limits: Limits) -> None:
+
+class MemberReader:
+    """Reads planned members of one archive in plan order (tar archives in one sequential pass); of ``data``, the
+    archive's bytes, when given."""
+
+    def __init__(self, path: bytes, limits: Limits, data: bytes | None = None) -> None:
         self.path = path
         self.limits = limits
-        self.kind = sniff_archive(path)
+        self.kind = sniff_archive(path, data)
         self._zip: zipfile.ZipFile | None = None
         self._tar: tarfile.TarFile | None = None
         self._tar_iter: Iterator[tarfile.TarInfo] | None = None
@@ -212,13 +232,13 @@ class MemberReader:
         self._total = 0
         if self.kind == "zip":
             try:
-                self._zip = zipfile.ZipFile(os.fsdecode(path))
+                self._zip = zipfile.ZipFile(_source(path, data))
                 self._infos = self._zip.infolist()
             except _ERRORS:
                 self._zip = None
         elif self.kind is not None:
             try:
-                self._tar = tarfile.open(os.fsdecode(path), mode="r|*", encoding="utf-8", errors="surrogateescape")
+                self._tar = _open_tar(_source(path, data))
                 self._tar_iter = iter(self._tar)
             except _ERRORS:
                 self._tar = None
