@@ -1,7 +1,8 @@
 """scan --from-table FILE --path-column COL --keep-columns a,b: every table row (Parquet, CSV, JSON Lines) is one
-input, in table order, and its kept columns are result columns with the table's types; a URI is an
-fs.unsupported_scheme row; a table that cannot be read, a column it lacks or a kept name that is a result column is
-one Error line and nothing written; a killed scan resumes with the same kept values."""
+input, in table order, and its kept columns are result columns with the table's types; a URI of a scheme that is
+not read is an fs.unsupported_scheme row (tests/test_object_inputs.py has tables of s3:// objects); a table that
+cannot be read, a column it lacks or a kept name that is a result column is one Error line and nothing written; a
+killed scan resumes with the same kept values."""
 
 import csv
 import json
@@ -18,7 +19,7 @@ import genimages as gen
 from helpers import read_rows, run_cli
 
 IGNORED = {"run_id", "scanned_at"}
-S3 = "s3://uploads/2024/k.jpg"
+FTP = "ftp://uploads/2024/k.jpg"
 HTTPS = "https://example.com/x.png"
 
 
@@ -35,7 +36,7 @@ def images(tmp_path_factory):
 
 def table_rows(images):
     """(path, user_id, upload_id) in table order: not sorted, a file twice, two URIs, an archive, a null value."""
-    return [(str(images / "c.webp"), 30, "up-c"), (str(images / "a.jpg"), 10, "up-a"), (S3, 20, "up-s3"),
+    return [(str(images / "c.webp"), 30, "up-c"), (str(images / "a.jpg"), 10, "up-a"), (FTP, 20, "up-ftp"),
             (str(images / "a.jpg"), 11, "up-a2"), (HTTPS, 50, None), (str(images / "batch.tar"), 40, "up-tar")]
 
 
@@ -71,12 +72,12 @@ def test_rows_in_table_order_carry_the_kept_columns(images, tiny_model_dir, tmp_
     tar = str(images / "batch.tar")
     assert [r["locator"] for r in got] == [p for p, _, _ in rows[:-1]] + [f"{tar}!x.jpg", f"{tar}!y.jpg"]
     assert [r["user_id"] for r in got] == [30, 10, 20, 11, 50, 40, 40]
-    assert [r["upload_id"] for r in got] == ["up-c", "up-a", "up-s3", "up-a2", null_upload, "up-tar", "up-tar"]
+    assert [r["upload_id"] for r in got] == ["up-c", "up-a", "up-ftp", "up-a2", null_upload, "up-tar", "up-tar"]
     assert [r["status"] for r in got] == ["ok", "ok", "error", "ok", "error", "ok", "ok"]
     assert len({r["input_id"] for r in got}) == 7  # the file named twice is two inputs
-    for r, scheme in ((got[2], "s3"), (got[4], "https")):
+    for r, scheme in ((got[2], "ftp"), (got[4], "https")):
         assert r["error_code"] == "fs.unsupported_scheme"  # not a missing local file
-        assert r["error_detail"] == f"{scheme}:// is not read (yet): a table's path column holds local paths"
+        assert r["error_detail"] == f"{scheme}:// is not read (yet): local paths and s3:// or gs:// objects are"
     assert "note" not in got[0]
     schema = pq.read_schema(out / "results" / "shard-00000.parquet")
     assert schema.names[-2:] == ["user_id", "upload_id"]

@@ -8,6 +8,10 @@ read here, in plan order, with one archive open at a time; their bytes travel to
 task (members are never extracted to disk). The sidecars of a WebDataset sample are read here too, with its image,
 in archive order, and become the entry's ``sidecar`` JSON (:func:`gcage_fast.ingest.webdataset.sidecar_json`);
 they never reach a worker.
+
+An object in an object store (gcage_fast.ingest.objectstore) is read here too, whole, and its bytes travel in the
+task like a member's; an archive object is read whole once, and its members from memory. The object must still
+be the one planned (its size and ETag, ``object_info`` in the plan), else its rows are ``fs.changed``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from gcage_fast.ingest import objectstore
 from gcage_fast.ingest.archives import MemberReader
 from gcage_fast.config import ScanConfig
 from gcage_fast.evidence.collect import options_for
@@ -57,16 +62,32 @@ class InputFeed:
         self.perturb = perturb
         self.evidence = options_for(config)
         self.known = ref_for(out) if config.skip_known else None  # the set frozen with the plan
-        self._reader: MemberReader | None = None
+        self._reader: MemberReader | _Unreadable | None = None
 
-    def _read(self, path: bytes, index: int, name: bytes, max_bytes: int | None = None) -> bytes:
+    def _read(self, path: bytes, index: int, name: bytes, max_bytes: int | None = None,
+              info: dict | None = None) -> bytes:
         if self._reader is None or self._reader.path != path:
             self.close()
-            self._reader = MemberReader(path, self.config.limits)
+            self._reader = self._open(path, info)
         return self._reader.read(index, name, max_bytes)
 
+    def _open(self, path: bytes, info: dict | None) -> MemberReader | _Unreadable:
+        """The reader of an archive: a local file, or an object (``info``: as planned) read whole."""
+        if info is None:
+            return MemberReader(path, self.config.limits)
+        try:
+            return MemberReader(path, self.config.limits, self._object(path, info))
+        except DecodeFailure as f:
+            return _Unreadable(path, f)
+
+    def _object(self, path: bytes, info: dict) -> bytes:
+        """The bytes of the planned object ``path`` (DecodeFailure: fs.changed, fs.vanished, limit.bytes, ...)."""
+        return objectstore.read(objectstore.parse(path), self.config.limits.max_bytes,
+                                objectstore.ObjectStat.from_dict(info))
+
     def _member(self, entry: PlanEntry) -> bytes:
-        return self._read(entry.path_bytes, entry.member_index or 0, entry.member_bytes or b"")
+        return self._read(entry.path_bytes, entry.member_index or 0, entry.member_bytes or b"",
+                          info=entry.object_info)
 
     def _sample(self, entry: PlanEntry) -> tuple[PlanEntry, bytes | None]:
         """A WebDataset sample's sidecars (and its image, unless the plan knows its outcome), read in archive
@@ -79,10 +100,11 @@ class InputFeed:
         data = None
         for index, name, is_image in reads:
             if is_image:
-                data = self._read(entry.path_bytes, index, name)
+                data = self._read(entry.path_bytes, index, name, info=entry.object_info)
                 continue
             try:
-                parts.append((name, self._read(entry.path_bytes, index, name, SIDECAR_MAX_BYTES)))
+                parts.append((name, self._read(entry.path_bytes, index, name, SIDECAR_MAX_BYTES,
+                                               entry.object_info)))
             except DecodeFailure as f:
                 if f.code != "limit.bytes":
                     raise
@@ -110,6 +132,8 @@ class InputFeed:
                 entry, data = self._sample(entry)
             elif entry.member_bytes is not None and entry.preset is None:
                 data = self._member(entry)
+            elif entry.object_info is not None and entry.preset is None:
+                data = self._object(entry.path_bytes, entry.object_info)
         except DecodeFailure as f:
             return (shard, entry), None, Prepared(entry.index).fail(f.code, f.detail, f.status)
         tag = (shard, entry)
@@ -120,4 +144,17 @@ class InputFeed:
         c = self.config
         return tag, PrepareTask(entry.index, entry.path_bytes, self.top_k, c.small_images, c.limits,
                                 self.preview_max, self.perturb, data, name, self.full_image, self.evidence,
-                                c.grid, self.known), None
+                                c.grid, self.known, in_archive=entry.member_bytes is not None), None
+
+
+class _Unreadable:
+    """The reader of an archive object that could not be read as planned: each member gets its failure."""
+
+    def __init__(self, path: bytes, failure: DecodeFailure) -> None:
+        self.path, self.failure = path, failure
+
+    def read(self, index: int, name: bytes, max_bytes: int | None = None) -> bytes:
+        raise DecodeFailure(self.failure.code, self.failure.detail, self.failure.status)
+
+    def close(self) -> None:
+        pass

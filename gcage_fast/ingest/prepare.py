@@ -48,12 +48,13 @@ class PrepareTask:
     limits: Limits = Limits()
     preview_max: int = 0  # longest side of the preview kept for heatmap overlays; 0 = none
     perturb: Perturbation | None = None  # robustness transform applied after decoding (evaluation only)
-    data: bytes | None = None  # the content, when the parent read it (archive members); else read path_bytes
+    data: bytes | None = None  # the content, when the parent read it (archive members, objects); else read path_bytes
     name: bytes = b""  # file or member name, for the extension check (never used as a path)
     full_image: bool = False  # keep the padded image for device-side patch selection instead of selecting here
     evidence: EvidenceOptions | None = None  # provenance readers to run on the bytes (None: none)
     grid: str = "floor"  # patch grid (gcage_fast.scoring.patches.GRIDS)
     known: KnownRef | None = None  # scan --skip-known: the frozen set of content scored before (None: none)
+    in_archive: bool = True  # ``data`` is an archive member (an archive in it is not opened); False: a whole object
 
 
 @dataclass
@@ -216,7 +217,7 @@ def prepare(task: PrepareTask) -> Prepared:
         out.known = lookup(task.known, out.sha256)
         if out.known is not None:
             return out.fail(KNOWN_CODE, known_detail(out.known), status="skipped")
-    if task.data is not None and is_archive_bytes(data[:512]):
+    if task.data is not None and task.in_archive and is_archive_bytes(data[:512]):
         return out.fail("archive.nested", "an archive inside an archive is not opened", status="skipped")
     found = _read_evidence(out, data, task.evidence)
     try:

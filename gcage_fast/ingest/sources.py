@@ -13,6 +13,13 @@ members of an archive named explicitly are filtered like any others.
 
 The rows of a table (``--from-table``, :func:`discover_table`) keep the table's order instead, and each row is
 an input of its own (its row number is part of its identity), even where two rows name the same file.
+
+URIs of object stores (``s3://bucket/prefix``, ``gs://...``: gcage_fast.ingest.objectstore) are inputs too, on
+the command line, in lists and in tables: an object is one input (an archive object one per member), a prefix is
+walked like a directory (every object under it, sorted by key), each object's size and ETag go into the plan
+(``object_info``), and its canonical URI is its path. ``file://`` URIs are local paths; other schemes are refused
+on the command line and are ``fs.unsupported_scheme`` rows in lists and tables. Objects are opened on a few threads
+at once (each open is a request), in order.
 """
 
 from __future__ import annotations
@@ -23,21 +30,24 @@ import os
 import re
 import stat
 import sys
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gcage_fast.ingest.archives import list_archive, sniff_archive
+from gcage_fast.ingest import objectstore
+from gcage_fast.ingest.archives import ArchiveListing, is_archive_bytes, list_archive, sniff_archive
 from gcage_fast.config import Limits
 from gcage_fast.errors import InputError
+from gcage_fast.ingest.decode import DecodeFailure
 from gcage_fast.ingest.filters import PathFilter, is_output_dir
 from gcage_fast.ingest.webdataset import samples
 from gcage_fast.log import logger
 from gcage_fast.text import printable
 
 __all__ = ["Discovery", "InputRef", "input_id", "display_path", "discover_inputs", "discover_table",
-           "enumerate_inputs", "read_path_list", "uri_scheme"]
+           "enumerate_inputs", "input_root", "read_path_list", "uri_scheme"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,8 @@ class InputRef:
     ``member``/``member_index`` locate an archive member; ``flags`` are recorded on its row. A WebDataset sample
     (``--input-format webdataset``) is its image member, with its other members as ``sidecars`` (index, name).
     An input from a table (``--from-table``) has its ``row`` number, part of its identity, and the values of the
-    kept columns of that row (``carried``)."""
+    kept columns of that row (``carried``). An object in an object store has its canonical URI as its path and
+    what identifies its version (:class:`gcage_fast.ingest.objectstore.ObjectStat`) as ``object_info``."""
 
     path_bytes: bytes
     member: bytes | None = None
@@ -56,6 +67,7 @@ class InputRef:
     sidecars: tuple[tuple[int, bytes], ...] | None = None
     row: int | None = None
     carried: dict[str, Any] | None = field(default=None, hash=False)
+    object_info: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def input_id(self) -> str:
@@ -156,22 +168,90 @@ class _Collector:
             if self.keep(path, root):
                 self.refs[path] = [InputRef(path)]
             return
-        listing = list_archive(path, kind, self.limits)
+        self._archive(path, kind, list_archive(path, kind, self.limits))
+
+    def _archive(self, path: bytes, kind: str, listing: ArchiveListing, info: dict[str, Any] | None = None) -> None:
+        """The refs of an archive's members (or samples), and its own row when listing it went wrong."""
         members = listing.members
         if self.filters is not None:
             reasons = [self.filters.reason(os.fsdecode(m.name)) for m in members]
             self.dropped_members.update(r for r in reasons if r is not None)
             members = [m for m, r in zip(members, reasons) if r is None]
         if self.webdataset:  # one input per sample, its other members as sidecars
-            refs = [InputRef(path, s.member, s.preset, s.member_index, s.flags, s.sidecars) for s in samples(members)]
+            refs = [InputRef(path, s.member, s.preset, s.member_index, s.flags, s.sidecars, object_info=info)
+                    for s in samples(members)]
         else:
-            refs = [InputRef(path, m.name, m.preset, m.index, m.flags) for m in members]
+            refs = [InputRef(path, m.name, m.preset, m.index, m.flags, object_info=info) for m in members]
         if listing.problem is not None or not refs:
             detail = (f"{kind} archive: every member was filtered out" if listing.members
                       else f"{kind} archive without regular members")
             problem = listing.problem or ("skipped", "archive.empty", detail)
-            refs.append(InputRef(path, preset=problem, flags=(f"archive.{kind}",)))
+            refs.append(InputRef(path, preset=problem, flags=(f"archive.{kind}",), object_info=info))
         self.refs[path] = refs
+
+    # ---- objects in object stores
+
+    def uri(self, raw: bytes, strict: bool, named: Any = None, prefixes: bool = True) -> None:
+        """A URI named on the command line (``strict``: one that names nothing is an InputError), in a list or in
+        a table (``prefixes=False``: a prefix is a row, not walked). ``named``: what :func:`_named` found, when
+        it ran already (on the probe threads)."""
+        scheme = uri_scheme(raw) or ""
+        if scheme not in objectstore.SCHEMES:
+            if strict:
+                raise InputError(f"cannot read {display_path(raw)}: {scheme}:// inputs are not read (local paths, "
+                                 f"file://, {', '.join(s + '://' for s in objectstore.SCHEMES[:2])} are)")
+            self[raw] = InputRef(raw, preset=("error", "fs.unsupported_scheme", f"{scheme}:// is not read (yet): "
+                                              "local paths and s3:// or gs:// objects are"))
+            return
+        u = objectstore.parse(raw)
+        path = u.uri.encode("utf-8")
+        found = _named(u) if named is None else named
+        if found == "prefix":
+            if prefixes:
+                self.prefix(u)
+            else:
+                self[path] = InputRef(path, preset=("error", "fs.is_directory", "a prefix with objects under it: a "
+                                                    "table row names one object (or archive)"))
+        elif isinstance(found, DecodeFailure):
+            if strict and found.code == "fs.vanished":
+                raise InputError(f"input not found: {u.uri} (no object has this key, and none is under it)")
+            self[path] = InputRef(path, preset=(found.status, found.code, found.detail))
+        else:
+            self.object(u, found)
+
+    def prefix(self, u: objectstore.ObjectURI) -> None:
+        """Every object under the prefix ``u``, filtered like the files of a directory."""
+        root = u.uri.encode("utf-8")
+        found = [o for o in objectstore.list_prefix(u) if self.keep(o.uri.encode("utf-8"), root, include=False)]
+        for o, probed in objectstore.probe_all(found, _probe):
+            self.object(o, probed, root)
+
+    def object(self, u: objectstore.ObjectURI, probed: Any, root: bytes | None = None) -> None:
+        """One object, from what :func:`_probe` found: an input, an archive's members, or the row of a failure."""
+        path = u.uri.encode("utf-8")
+        if isinstance(probed, DecodeFailure):
+            if self.keep(path, root):
+                self[path] = InputRef(path, preset=(probed.status, probed.code, probed.detail))
+            return
+        stat, head = probed
+        info = stat.to_dict()
+        if self.limits is not None and is_archive_bytes(head):
+            if stat.size > self.limits.max_bytes:
+                self[path] = InputRef(path, preset=("error", "limit.bytes", f"{stat.size} bytes is over the limit "
+                                                    f"of {self.limits.max_bytes} (an archive object is read into "
+                                                    "memory whole)"), object_info=info)
+                return
+            try:
+                data = objectstore.read(u, self.limits.max_bytes, stat)
+            except DecodeFailure as f:
+                self[path] = InputRef(path, preset=(f.status, f.code, f.detail), object_info=info)
+                return
+            kind = sniff_archive(path, data)
+            if kind is not None:
+                self._archive(path, kind, list_archive(path, kind, self.limits, data), info)
+                return
+        if self.keep(path, root):
+            self[path] = InputRef(path, object_info=info)
 
     def ordered(self) -> list[InputRef]:
         return [ref for path in sorted(self.refs) for ref in self.refs[path]]
@@ -236,7 +316,66 @@ def _identity(path: str | None) -> tuple[int, int] | None:
     return None if st is None else (st.st_dev, st.st_ino)
 
 
-def _add_root(raw: bytes, follow: bool, strict: bool, seen_dirs: set, out: _Collector) -> None:
+def _probe(u: objectstore.ObjectURI) -> Any:
+    """An object's stat and first bytes, or the DecodeFailure of its row (run on the probe threads)."""
+    try:
+        return objectstore.probe(u)
+    except DecodeFailure as f:
+        return f
+
+
+def _named(u: objectstore.ObjectURI) -> Any:
+    """What a URI named by the user is: what :func:`_probe` finds for an object, ``"prefix"`` for a prefix with
+    objects under it, the ``fs.vanished`` DecodeFailure when there is neither (InputError for a missing bucket)."""
+    probed = _probe(u) if u.key else DecodeFailure("fs.vanished", "a bucket is not an object")
+    if not isinstance(probed, DecodeFailure) or probed.code != "fs.vanished":
+        return probed
+    what = objectstore.kind(u)
+    if what == "object":  # made since the probe
+        return _probe(u)
+    if what == "denied":
+        return DecodeFailure("fs.permission", "access denied to this object")
+    return "prefix" if what == "prefix" else DecodeFailure("fs.vanished", "no such object")
+
+
+def _is_object(raw: bytes) -> bool:
+    return uri_scheme(raw) in objectstore.SCHEMES
+
+
+def _named_raw(raw: bytes) -> Any:
+    return _named(objectstore.parse(raw))
+
+
+def _local(raw: bytes) -> bytes | None:
+    """The local path of ``raw``: itself, or the path of a ``file://`` URI; None for a URI of anything else."""
+    scheme = uri_scheme(raw)
+    if scheme is None:
+        return raw
+    if scheme == "file" and raw[7:].startswith((b"/", b"localhost/")):
+        return urllib.parse.unquote_to_bytes(raw[7:].removeprefix(b"localhost"))
+    return None
+
+
+def input_root(raw: bytes) -> bytes:
+    """What paths found from the input ``raw`` start with: its absolute path, or the canonical URI of a prefix
+    (a URI that names no object store, or a bad one, as it is)."""
+    local = _local(raw)
+    if local is not None:
+        return os.path.abspath(local)
+    if not _is_object(raw):
+        return raw
+    try:
+        return objectstore.parse(raw).uri.encode("utf-8")
+    except InputError:
+        return raw
+
+
+def _add_root(raw: bytes, follow: bool, strict: bool, seen_dirs: set, out: _Collector, named: Any = None) -> None:
+    local = _local(raw)
+    if local is None:
+        out.uri(raw, strict, named)
+        return
+    raw = local
     path = os.path.abspath(raw)
     try:
         st = os.stat(path)  # a path named explicitly is followed even if it is a link
@@ -288,9 +427,9 @@ def discover_inputs(inputs: Iterable[str], from_list: str | None = None, follow_
     seen_dirs: set[tuple[int, int]] = set()
     for raw in inputs:
         _add_root(os.fsencode(raw), follow_symlinks, True, seen_dirs, out)
-    if from_list is not None:
-        for raw in read_path_list(from_list):
-            _add_root(raw, follow_symlinks, False, seen_dirs, out)
+    if from_list is not None:  # the objects a list names are opened on the probe threads
+        for raw, named in objectstore.probe_all(read_path_list(from_list), _named_raw, wanted=_is_object):
+            _add_root(raw, follow_symlinks, False, seen_dirs, out, named)
     return Discovery(out.ordered(), out.filtered())
 
 
@@ -309,30 +448,31 @@ def discover_table(paths: Sequence[bytes | None], values: Sequence[dict[str, Any
                    input_format: str = "auto") -> Discovery:
     """The inputs of a table's rows (gcage_fast.ingest.tables), in table order: each row's path is one input (an
     archive: one per member, or per sample), numbered by its row and carrying the row's kept ``values``. A row
-    that names nothing to read keeps its row all the same: no path (``table.no_path``), a URI
-    (``fs.unsupported_scheme``: local paths only, so far), a directory (``fs.is_directory``), a file that does
-    not exist (``fs.vanished``)."""
+    that names nothing to read keeps its row all the same: no path (``table.no_path``), a URI of a scheme that is
+    not read (``fs.unsupported_scheme``), a directory or a prefix (``fs.is_directory``), a file or object that
+    does not exist (``fs.vanished``). The objects rows name are opened on the probe threads."""
     refs: list[InputRef] = []
     filtered: Counter = Counter()
     own = _identity(own_output)
-    for row, (raw, carried) in enumerate(zip(paths, values)):
+    rows = objectstore.probe_all(enumerate(zip(paths, values)), lambda item: _named_raw(item[1][0]),
+                                 wanted=lambda item: bool(item[1][0]) and _is_object(item[1][0]))
+    for (row, (raw, carried)), named in rows:
         carried = carried or None
-        scheme = None if not raw else uri_scheme(raw)
+        local = _local(raw) if raw else None
         if not raw:
             refs.append(InputRef(b"", preset=("error", "table.no_path", "this row of the table has no path"),
                                  row=row, carried=carried))
-        elif scheme is not None:
-            refs.append(InputRef(raw, preset=("error", "fs.unsupported_scheme", f"{scheme}:// is not read (yet): a "
-                                              "table's path column holds local paths"), row=row, carried=carried))
-        elif os.path.isdir(raw):
-            refs.append(InputRef(os.path.abspath(raw), preset=("error", "fs.is_directory", "a directory: a table row "
-                                                               "names one file (or archive)"), row=row,
-                                 carried=carried))
+            continue
+        out = _Collector(limits, filters, own, input_format)
+        if local is None:
+            out.uri(raw, False, named, prefixes=False)
+        elif os.path.isdir(local):
+            out[os.path.abspath(local)] = InputRef(os.path.abspath(local), preset=(
+                "error", "fs.is_directory", "a directory: a table row names one file (or archive)"))
         else:
-            out = _Collector(limits, filters, own, input_format)
-            _add_root(raw, follow_symlinks, False, set(), out)
-            refs += [replace(r, row=row, carried=carried) for r in out.ordered()]
-            filtered.update(out.filtered())
+            _add_root(local, follow_symlinks, False, set(), out)
+        refs += [replace(r, row=row, carried=carried) for r in out.ordered()]
+        filtered.update(out.filtered())
     return Discovery(refs, dict(sorted(filtered.items())), tuple(kept))
 
 

@@ -56,6 +56,7 @@ class PlanInput(Protocol):
     flags: tuple[str, ...]
     sidecars: tuple[tuple[int, bytes], ...] | None  # a WebDataset sample's other members: (index, name)
     carried: dict[str, Any] | None  # the values of the kept columns of its table row (scan --from-table)
+    object_info: dict[str, Any] | None  # an object in an object store: what identifies its version (size, ETag)
 
 
 def shard_name(shard: int) -> str:
@@ -80,7 +81,8 @@ def parse_stem(stem: str) -> tuple[int, int | None] | None:
 class PlanEntry:
     """One row of the frozen plan. ``sidecars``: a WebDataset sample's other members, ``(index, name)``, which the
     feed reads and sets ``sidecar`` from (the JSON of the row's column); ``carried``: the kept columns of its
-    table row."""
+    table row; ``object_info``: for an object in an object store, its size and ETag (version id, Last-Modified)
+    when planned."""
 
     index: int
     input_id: str
@@ -93,6 +95,7 @@ class PlanEntry:
     sidecars: tuple[tuple[int, bytes], ...] | None = None
     carried: dict[str, Any] | None = None
     sidecar: str | None = None
+    object_info: dict[str, Any] | None = None
 
 
 class OutputDir:
@@ -282,6 +285,7 @@ class OutputDir:
                 "preset_detail": [r.preset[2] if r.preset else None for r in chunk],
                 "sidecars": [None if r.sidecars is None else [{"index": i, "name": n} for i, n in r.sidecars]
                              for r in chunk],
+                "object_info": [r.object_info for r in chunk],
                 **({"carried": [r.carried for r in chunk]} if kept else {}),
             }, schema=schema)
             path = self.plan_dir / f"{shard_name(shard)}.arrow"
@@ -309,13 +313,14 @@ class OutputDir:
         t = self._plan_table(path).to_pydict()
         n = len(t["index"])
         sidecars, carried = t.get("sidecars", [None] * n), t.get("carried", [None] * n)  # schema 5 on
+        objects = t.get("object_info", [None] * n)
         return [
             PlanEntry(t["index"][i], t["input_id"][i], t["path"][i], t["path_bytes"][i], t["member_bytes"][i],
                       None if t["preset_status"][i] is None
                       else (t["preset_status"][i], t["preset_code"][i], t["preset_detail"][i] or ""),
                       t["member_index"][i], tuple(t["flags"][i] or ()),
                       None if sidecars[i] is None else tuple((s["index"], s["name"]) for s in sidecars[i]),
-                      carried[i])
+                      carried[i], object_info=objects[i])
             for i in range(n)
         ]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = ["SCHEMA_VERSION", "ROW_SCHEMA", "ROW_SCHEMAS", "ADDED", "PATCH_TYPE", "EVIDENCE_TYPE", "C2PA_TYPE", "PLAN_SCHEMA", "STATUSES",
-           "SCORE_COLUMNS", "KNOWN_TYPE", "SIDECARS_TYPE", "kept_field", "with_kept", "plan_schema"]
+           "SCORE_COLUMNS", "KNOWN_TYPE", "SIDECARS_TYPE", "OBJECT_INFO_TYPE", "kept_field", "with_kept", "plan_schema"]
 
 SCHEMA_VERSION = 5
 STATUSES = ("ok", "error", "skipped")
@@ -174,6 +174,12 @@ def with_kept(kept: tuple[pa.Field, ...] | list[pa.Field] = ()) -> pa.Schema:
 SIDECARS_TYPE = pa.list_(pa.struct([pa.field("index", pa.int32(), nullable=False),
                                     pa.field("name", pa.binary(), nullable=False)]))
 
+#: What the plan records of an input that is an object in an object store (gcage_fast.ingest.objectstore), so a
+#: scan can tell it is still the object planned (else ``fs.changed``): size, and ETag, version id and Last-Modified
+#: as the store gave them when the object was opened (null where it gives none).
+OBJECT_INFO_TYPE = pa.struct([pa.field("size", pa.int64(), nullable=False), pa.field("etag", pa.string()),
+                              pa.field("version", pa.string()), pa.field("last_modified", pa.string())])
+
 PLAN_SCHEMA = pa.schema([
     pa.field("index", pa.int64(), nullable=False),
     pa.field("input_id", pa.string(), nullable=False),
@@ -186,6 +192,7 @@ PLAN_SCHEMA = pa.schema([
     pa.field("preset_code", pa.string()),
     pa.field("preset_detail", pa.string()),
     pa.field("sidecars", SIDECARS_TYPE),  # WebDataset samples only
+    pa.field("object_info", OBJECT_INFO_TYPE),  # objects in object stores only (s3://...)
 ], metadata={"gcage_fast.schema_version": str(SCHEMA_VERSION)})
 
 

@@ -5,6 +5,9 @@ column is). ``input_root`` is the scanned directory (a command-line input) the f
 one when inputs nest; a file named directly (on the command line or in ``--from-list``) has its own directory as
 root. ``relpath`` is the locator relative to that root. Only path bytes are compared, so nothing is read from
 disk and every row of one input gets the same answer on every machine.
+
+An object in an object store has its canonical URI as path (``s3://bucket/key``): its root is the prefix named as
+input (``s3://bucket/photos``), or for an object named directly the URI up to its last ``/``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from gcage_fast.ingest.sources import display_path
+from gcage_fast.ingest.sources import display_path, input_root
 
 __all__ = ["locator", "locate"]
 
@@ -24,8 +27,8 @@ def locator(path: str, member: str | None) -> str:
 
 @lru_cache(maxsize=8)
 def _roots(inputs: tuple[str, ...]) -> tuple[bytes, ...]:
-    """Absolute command-line inputs, longest first (the innermost root wins)."""
-    roots = {os.path.abspath(os.fsencode(i)).rstrip(b"/") or b"/" for i in inputs}
+    """Absolute command-line inputs (canonical URIs for objects), longest first (the innermost root wins)."""
+    roots = {input_root(os.fsencode(i)).rstrip(b"/") or b"/" for i in inputs}
     return tuple(sorted(roots, key=len, reverse=True))
 
 
