@@ -17,6 +17,7 @@ import genarchives as arc
 import genimages as gen
 import s3server
 from gcage_fast.errors import InputError
+from gcage_fast.ingest import objectstore
 from gcage_fast.ingest.objectstore import ObjectStat, parse
 from gcage_fast.ingest.sources import input_id
 from helpers import read_rows, run_cli
@@ -202,6 +203,29 @@ def test_problems_of_the_run_are_one_error_line(server, corpus, tiny_model_dir, 
     assert res.stderr.strip().splitlines() == [message.format(endpoint=endpoint)]
     assert not out.exists()
     assert server.secret_key not in res.stderr and "hunter22" not in res.stderr
+
+
+def test_resolve_gives_the_filesystem_inputs_are_read_with(server, corpus, monkeypatch):
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    objectstore.forget_filesystems()
+    try:
+        fs, path = objectstore.resolve("s3://imgs/corpus/sub/d.jpg")
+        assert path == "imgs/corpus/sub/d.jpg"
+        assert fs.get_file_info(path).size == (corpus / "sub" / "d.jpg").stat().st_size
+    finally:
+        objectstore.forget_filesystems()
+
+
+def test_an_output_in_an_object_store_is_refused(tiny_model_dir, tmp_path):
+    gen.save_image(tmp_path / "a.jpg", 240, 240, 1, "JPEG")
+    res = run_cli("scan", tmp_path / "a.jpg", "-o", "s3://imgs/results", "--model", tiny_model_dir, "--quiet",
+                  check=False)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        "Error: cannot write the output to s3://imgs/results: writing a scan's output to an object store is not "
+        "supported yet; give a local directory for -o (inputs can be s3:// URIs)"]
+    assert not os.path.exists("s3:")
 
 
 def test_object_stat_change():

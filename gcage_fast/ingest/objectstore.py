@@ -38,7 +38,7 @@ from gcage_fast.ingest.decode import DecodeFailure
 from gcage_fast.text import printable
 
 __all__ = ["SCHEMES", "ObjectStat", "ObjectURI", "describe_endpoint", "kind", "list_prefix", "parse", "probe",
-           "probe_all", "read"]
+           "probe_all", "read", "resolve"]
 
 #: URI schemes read as objects (others are rows with ``fs.unsupported_scheme``).
 SCHEMES = ("s3", "gs", "gcs")
@@ -185,6 +185,13 @@ def _filesystem(u: ObjectURI):
                 fs = pafs.FileSystem.from_uri(f"{u.scheme}://{u.bucket}")[0]
             _FILESYSTEMS[key] = fs
         return fs
+
+
+def resolve(uri: str) -> tuple[Any, str]:
+    """``(pyarrow filesystem, path)`` of an object-store URI, configured as for inputs: the one place a URI
+    becomes a filesystem (also for what will write outputs to object stores)."""
+    u = parse(uri.encode("utf-8"))
+    return _filesystem(u), u.path
 
 
 def forget_filesystems() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = ["OutputDir", "PlanEntry", "PlanInput", "committed_rows", "marker_stem
 _OURS = ("run.json", "plan", "results", "parts", "commits", "heatmaps")
 #: Where results live: ``results`` (schema 4 on), ``parts`` (older outputs).
 RESULTS, LEGACY_RESULTS = "results", "parts"
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class PlanInput(Protocol):
@@ -103,6 +105,7 @@ class OutputDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.uri = path if isinstance(path, str) and _URI.match(path) else None  # Path() would fold its "//"
         self._lock_fd: int | None = None
 
     # ---- paths
@@ -152,6 +155,9 @@ class OutputDir:
     def precheck(self, mode: str) -> None:
         """Cheap checks before any slow work (export, enumeration): raise OutputError for an output directory that
         cannot be created or written, or that a new scan may not use. Changes nothing on disk."""
+        if self.uri is not None:  # the seam for outputs in object stores (commit by conditional PUT): not yet
+            raise OutputError(f"cannot write the output to {self.uri}: writing a scan's output to an object store "
+                              "is not supported yet; give a local directory for -o (inputs can be s3:// URIs)")
         p = self.path
         if p.exists():
             if not p.is_dir():
