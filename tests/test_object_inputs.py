@@ -228,6 +228,51 @@ def test_an_output_in_an_object_store_is_refused(tiny_model_dir, tmp_path):
     assert not os.path.exists("s3:")
 
 
+class _Inline:
+    """A ThreadPoolExecutor that runs each read at once, counting them (what the read-ahead asks is deterministic)."""
+
+    submitted: list[str] = []
+
+    def __init__(self, **kw):
+        pass
+
+    def submit(self, fn, entry):
+        from concurrent.futures import Future
+
+        _Inline.submitted.append(entry.path)
+        done = Future()
+        done.set_result(fn(entry))
+        return done
+
+    def shutdown(self, **kw):
+        pass
+
+
+def test_objects_are_read_ahead_in_plan_order_within_the_budget(monkeypatch):
+    from gcage_fast.config import ScanConfig
+    from gcage_fast.ingest import feed
+    from gcage_fast.output.outdir import PlanEntry
+
+    half = feed.READAHEAD_BYTES // 2
+    sizes = {"s3://b/big1": half, "s3://b/big2": half, "s3://b/big3": half}
+    entries = [PlanEntry(i, str(i), p, p.encode(), None, None, object_info={"size": sizes.get(p, 10)})
+               for i, p in enumerate([f"s3://b/{i}" for i in range(12)] + list(sizes))]
+    entries.insert(3, PlanEntry(99, "local", "/tmp/x.jpg", b"/tmp/x.jpg", None, None))  # no read ahead
+    monkeypatch.setattr(feed, "ThreadPoolExecutor", _Inline)
+    _Inline.submitted = []
+    reader = feed.InputFeed(None, [], ScanConfig(inputs=("x",), output="o"), 5, 0, None)
+    monkeypatch.setattr(reader, "_fetch", lambda entry: entry.path.encode())
+    seen = []
+    for shard, entry, future in reader._read_ahead((0, e) for e in entries):
+        seen.append((entry.path, future.result() if future else None, len(_Inline.submitted)))
+    assert [p for p, _, _ in seen] == [e.path for e in entries]  # plan order, whatever was read ahead
+    assert all(data == path.encode() for path, data, _ in seen if path.startswith("s3://"))
+    ahead = [submitted - sum(1 for p, _, _ in seen[:i + 1] if p.startswith("s3://")) for i, (_, _, submitted)
+             in enumerate(seen)]
+    assert max(ahead) == feed.READAHEAD  # objects read and not yet taken: never more than READAHEAD
+    assert ahead[-3:] == [1, 1, 0]  # each big one is half the byte budget: two of them at most
+
+
 def test_object_stat_change():
     planned = ObjectStat(10, '"e1"', None, "2026-01-01T00:00:00Z")
     assert planned.change(ObjectStat(10, '"e1"', None, "2026-01-02T00:00:00Z")) is None  # the ETag decides

@@ -11,13 +11,17 @@ they never reach a worker.
 
 An object in an object store (gcage_fast.ingest.objectstore) is read here too, whole, and its bytes travel in the
 task like a member's; an archive object is read whole once, and its members from memory. The object must still
-be the one planned (its size and ETag, ``object_info`` in the plan), else its rows are ``fs.changed``.
+be the one planned (its size and ETag, ``object_info`` in the plan), else its rows are ``fs.changed``. Each read
+is a request that waits on the network, so plain objects are read ahead on a few threads (at most
+:data:`READAHEAD` objects and :data:`READAHEAD_BYTES` of their planned bytes), and handed on in plan order.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Protocol
 
@@ -32,7 +36,11 @@ from gcage_fast.ingest.perturb import Perturbation
 from gcage_fast.ingest.prepare import Prepared, PrepareTask
 from gcage_fast.ingest.webdataset import SIDECAR_MAX_BYTES, sidecar_json
 
-__all__ = ["InputFeed", "PlanShard"]
+__all__ = ["InputFeed", "PlanShard", "READAHEAD", "READAHEAD_BYTES"]
+
+#: Plain objects read ahead of the one handed on (on as many threads), and at most this many of their bytes.
+READAHEAD = 8
+READAHEAD_BYTES = 256 * 2**20
 
 
 class PlanShard(Protocol):
@@ -118,22 +126,61 @@ class InputFeed:
             self._reader = None
 
     def __iter__(self) -> Iterator[tuple[tuple[int, PlanEntry], PrepareTask | None, Prepared | None]]:
+        entries = ((s.shard, entry) for s in self.shards
+                   for entry in self.out.read_plan_shard(s.shard, s.sha256)[s.start:])
         try:
-            for s in self.shards:
-                for entry in self.out.read_plan_shard(s.shard, s.sha256)[s.start:]:
-                    yield self._item(s.shard, entry)
+            for shard, entry, fetched in self._read_ahead(entries):
+                yield self._item(shard, entry, fetched)
         finally:
             self.close()
 
-    def _item(self, shard: int, entry: PlanEntry):
+    def _fetch(self, entry: PlanEntry) -> bytes | DecodeFailure:
+        """A plain object's bytes, or the failure of its row (on a read-ahead thread)."""
+        try:
+            return self._object(entry.path_bytes, entry.object_info or {})
+        except DecodeFailure as f:
+            return f
+
+    def _read_ahead(self, entries: Iterable[tuple[int, PlanEntry]]
+                    ) -> Iterator[tuple[int, PlanEntry, Future[bytes | DecodeFailure] | None]]:
+        """``(shard, entry, future)`` in plan order, the future reading a plain object (None for anything else):
+        at most READAHEAD objects and READAHEAD_BYTES planned bytes ahead (one larger object goes alone)."""
+        pool: ThreadPoolExecutor | None = None
+        pending: deque[tuple[int, PlanEntry, Future[bytes | DecodeFailure] | None, int]] = deque()
+        ahead = ahead_bytes = 0
+        try:
+            for shard, entry in entries:
+                future, size = None, 0
+                if _plain_object(entry):
+                    size = min(int((entry.object_info or {}).get("size", 0)), self.config.limits.max_bytes)
+                    while pending and (ahead >= READAHEAD or ahead_bytes + size > READAHEAD_BYTES):
+                        first = pending.popleft()
+                        ahead, ahead_bytes = ahead - (first[2] is not None), ahead_bytes - first[3]
+                        yield first[:3]
+                    pool = pool or ThreadPoolExecutor(max_workers=READAHEAD, thread_name_prefix="gcage-read")
+                    future = pool.submit(self._fetch, entry)
+                    ahead, ahead_bytes = ahead + 1, ahead_bytes + size
+                pending.append((shard, entry, future, size))
+                while pending and pending[0][2] is None:  # nothing to wait for before it
+                    yield pending.popleft()[:3]
+            while pending:
+                yield pending.popleft()[:3]
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _item(self, shard: int, entry: PlanEntry, fetched: Future[bytes | DecodeFailure] | None = None):
         data = None
         try:
             if entry.sidecars is not None:
                 entry, data = self._sample(entry)
             elif entry.member_bytes is not None and entry.preset is None:
                 data = self._member(entry)
-            elif entry.object_info is not None and entry.preset is None:
-                data = self._object(entry.path_bytes, entry.object_info)
+            elif fetched is not None:
+                got = fetched.result()  # InputError (the run cannot go on) is raised here, in plan order
+                if isinstance(got, DecodeFailure):
+                    raise got
+                data = got
         except DecodeFailure as f:
             return (shard, entry), None, Prepared(entry.index).fail(f.code, f.detail, f.status)
         tag = (shard, entry)
@@ -145,6 +192,11 @@ class InputFeed:
         return tag, PrepareTask(entry.index, entry.path_bytes, self.top_k, c.small_images, c.limits,
                                 self.preview_max, self.perturb, data, name, self.full_image, self.evidence,
                                 c.grid, self.known, in_archive=entry.member_bytes is not None), None
+
+
+def _plain_object(entry: PlanEntry) -> bool:
+    """An object in an object store read whole for its own row (not an archive's member, not a known outcome)."""
+    return entry.object_info is not None and entry.preset is None and entry.member_bytes is None
 
 
 class _Unreadable:
