@@ -68,7 +68,7 @@ def synthetic_output(out: Path, rows: int, shard_size: int = 2000, seed: int = 0
             "format": ["JPEG"] * n, "width": [1024] * n, "height": [768] * n, "mode": ["RGB"] * n,
             "n_frames": [1] * n, "frames_scanned": [1] * n, "status": status.tolist(),
             "error_code": codes.tolist(), "error_detail": [None if c is None else f"synthetic {c}" for c in codes],
-            "known": [None] * n,
+            "known": [None] * n, "sidecar": [None] * n,
             "flags": [["trailing.bytes"] if r < 0.001 else [] for r in rng.random(n)],
             "trailing_bytes": [None] * n, "exif_orientation": [1] * n, "evidence": evidence, "c2pa": [None] * n,
             "n_patches_total": [12] * n,
