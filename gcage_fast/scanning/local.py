@@ -42,10 +42,10 @@ from gcage_fast.scanning.summary import ScanProgress, ScanSummary
 from gcage_fast.scoring.base import Scorer
 from gcage_fast.scoring.factory import make_scorer, prepared_nbytes
 
-__all__ = ["scan", "ScanProgress", "ScanSummary"]
+__all__ = ["CircuitBreaker", "Fault", "scan", "stop_on_signals", "ScanProgress", "ScanSummary"]
 
 
-class _Fault:
+class Fault:
     """The GCAGE_FAULT_AT test hook: SIGKILL ourselves at a chosen point, fail a write with ENOSPC, or wait there
     for a signal (see gcage_fast.env)."""
 
@@ -65,7 +65,7 @@ class _Fault:
 
 
 @contextlib.contextmanager
-def _stop_on_signals():
+def stop_on_signals():
     """SIGTERM (and SIGINT) stop the scan promptly: the exception unwinds through the worker pool, which kills
     its workers, and leaves the shard in flight unmarked for --resume. Only the main thread can do this."""
     if threading.current_thread() is not threading.main_thread():
@@ -86,26 +86,29 @@ def _stop_on_signals():
 def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = None) -> ScanSummary:
     """Run (or resume) a scan; returns its summary.
 
+    ``config.runner == "ray"`` runs it on a Ray cluster instead (:func:`gcage_fast.scanning.ray_runner.scan`).
+
     Raises:
         GcageError: for problems of the run (bad options, missing inputs or model, unwritable output, a broken
             environment, an interrupting signal). Problems of single files never raise: they are rows.
     """
-    with _stop_on_signals():
+    if config.runner == "ray":
+        from gcage_fast.scanning.ray_runner import scan as ray_scan
+
+        return ray_scan(config, progress)
+    with stop_on_signals():
         return _scan(config, progress)
 
 
 def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -> ScanSummary:
-    from gcage_fast.engine.factory import create_runners
-
     t_start = time.perf_counter()
     setup = session.resolve(config)
     out = OutputDir(config.output)
     refs = session.inputs(config, out)
     # Engines first (the export may take a while on first use): a failure here leaves no output behind.
-    pair = create_runners(setup.model, setup.options, setup.backend, config.device, config.threads,
-                          config.precision, config.batch_size)
+    pair = session.engines(setup)
     workers = default_workers() if config.workers is None else config.workers
-    fault = _Fault()
+    fault = Fault()
     with pair.base, (pair.head or contextlib.nullcontext()), out:
         run = session.open_run(setup, out, refs, pair, workers, fault)
         ctx = run.ctx
@@ -135,7 +138,7 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
 _ENVIRONMENT_ERRORS = frozenset({"worker.crash", "worker.error"})
 
 
-class _CircuitBreaker:
+class CircuitBreaker:
     """Stops the scan after ``limit`` consecutive inputs (across shards) failed with the same environment error."""
 
     def __init__(self, limit: int) -> None:
@@ -166,11 +169,11 @@ class _Tally:
 
 
 def _run_shards(ctx: RunContext, run: session.Run, pool: SupervisedPool, scorer: Scorer, workers: int,
-                progress: Callable[[ScanProgress], None] | None, t_start: float, fault: _Fault,
+                progress: Callable[[ScanProgress], None] | None, t_start: float, fault: Fault,
                 tally: _Tally, clock: Callable[[], float] = time.monotonic) -> None:
     pending, n_inputs = run.pending, run.plan["n_inputs"]
     todo = sum(s.todo for s in pending)
-    breaker = _CircuitBreaker(ctx.config.max_consecutive_failures)
+    breaker = CircuitBreaker(ctx.config.max_consecutive_failures)
     last_commit = clock()
 
     def report() -> None:

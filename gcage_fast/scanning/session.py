@@ -4,7 +4,7 @@ owns the output directory.
     resolve(config)                      validate, load the model, resolve backend, CAM and thresholds
     inputs(config, out)                  check the output, enumerate the inputs (unless resuming)
     open_run(setup, out, refs, pair)     lock, run.json, the frozen plan, the shards still to do, the RunContext
-    finish(run, ...)                     totals, run.json "finished", the ScanSummary
+    finish(run, ...)                     totals, run.json "finished" (or "partial"), the ScanSummary
 
 run.json is written first of all (state "planning"), so a run killed while planning can still be resumed; the
 fingerprint (everything that changes rows) must match for a resume.
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from gcage_fast.export.to_onnx import ExportOptions
     from gcage_fast.models.registry import LoadedModel
 
-__all__ = ["Run", "Setup", "check_evidence", "finish", "fingerprint", "inputs", "open_run", "resolve"]
+__all__ = ["Run", "Setup", "check_evidence", "engines", "finish", "fingerprint", "inputs", "open_run", "resolve",
+           "select_shards"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,15 @@ def resolve(config: ScanConfig) -> Setup:
         "precision": config.precision,
     }
     return Setup(config, model, backend, options, resolved, fingerprint(config, resolved))
+
+
+def engines(setup: Setup) -> RunnerPair:
+    """The run's base and head runners, from its resolved settings (ONNX Runtime and TensorRT graphs come from the
+    export cache, exported on first use)."""
+    from gcage_fast.engine.factory import create_runners
+
+    c = setup.config
+    return create_runners(setup.model, setup.options, setup.backend, c.device, c.threads, c.precision, c.batch_size)
 
 
 def fingerprint(config: ScanConfig, resolved: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +234,7 @@ class Run:
     setup: Setup = field(repr=False)
     committed_inputs: int = 0  # inputs committed before this attempt (whole shards and pieces)
     redone: int | None = None  # inputs the previous attempt scored and did not commit (None: not known, it was killed)
+    left: list[int] = field(default_factory=list)  # shards not committed that a --shard-index selection leaves out
 
     def record(self, **fields: Any) -> None:
         """Add ``fields`` to run.json and write it."""
@@ -294,6 +305,10 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
     committed = {shard: parts[shard] for shard, n in done.items() if n == rows[shard]}
     pending = [replace(ShardSpec.from_plan(s), start=done.get(s["shard"], 0)) for s in plan["shards"]
                if s["shard"] not in committed]
+    pending, left = select_shards(pending, config.shard_index, config.num_shards)
+    if config.num_shards is not None:
+        info["selection"] = {"shard_index": config.shard_index, "num_shards": config.num_shards,
+                             "shards": len(pending), "left": len(left)}
     committed_inputs = sum(done.values())
     redone = _redone(previous) if resumed else 0
     if resumed:
@@ -312,7 +327,18 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
                      model_sha256=spec.sha256, backend=backend_label, cam_method=setup.options.cam_method,
                      cam_target=setup.options.cam_target, threshold=r["threshold"], top_k=r["top_k"],
                      full_image=uses_device_path(config), class_names=tuple(spec.class_names), kept=tuple(kept))
-    return Run(out, info, plan, resumed, committed, pending, ctx, setup, committed_inputs, redone)
+    return Run(out, info, plan, resumed, committed, pending, ctx, setup, committed_inputs, redone,
+               [s.shard for s in left])
+
+
+def select_shards(pending: list[ShardSpec], shard_index: int | None,
+                  num_shards: int | None) -> tuple[list[ShardSpec], list[ShardSpec]]:
+    """``--shard-index I --num-shards K``: the shards of ``pending`` with shard % K == I, and the rest (left to the
+    other runs of the plan). Without a selection, all of them and none."""
+    if num_shards is None:
+        return pending, []
+    return ([s for s in pending if s.shard % num_shards == shard_index],
+            [s for s in pending if s.shard % num_shards != shard_index])
 
 
 def _redone(previous: dict[str, Any]) -> int | None:
@@ -329,7 +355,8 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
     n_shards = run.plan["n_shards"]
     status, codes, verdicts, sources = totals(run.out, shard_rows(run.plan))
     wall_s = time.perf_counter() - t_start
-    run.record(state="finished", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    state = "partial" if run.left else "finished"  # partial: a --shard-index selection left shards to other runs
+    run.record(state=state, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                counts={"status": dict(status), "error_codes": dict(codes), "verdicts": dict(verdicts),
                        "verdict_sources": dict(sources)},
                last_attempt={"processed": processed, "patches": patches, "wall_s": round(wall_s, 3),
@@ -343,5 +370,7 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
         verdict_sources=dict(sources), filtered=dict(run.info.get("filtered", {})),
         skipped_codes=dict(skipped_codes(run.out, shard_rows(run.plan))) if status.get("skipped") else {},
         committed_before=run.committed_inputs, redone=run.redone if run.resumed else 0,
-        since_plan=run.info.get("since_plan"),
+        since_plan=run.info.get("since_plan"), state=state, shards_left=len(run.left),
+        selection=({"shard_index": ctx.config.shard_index, "num_shards": ctx.config.num_shards}
+                   if ctx.config.num_shards is not None else None),
     )

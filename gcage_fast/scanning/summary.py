@@ -58,6 +58,10 @@ class ScanSummary:
     redone: int | None = 0  # inputs the interrupted attempt had scored, not committed, and this one redid (None: unknown)
     #: a resume: inputs added and removed since the plan was made (gcage_fast.scanning.changes); None otherwise
     since_plan: dict[str, Any] | None = None
+    #: finished, or partial: a --shard-index/--num-shards run left ``shards_left`` plan shards to the other runs
+    state: str = "finished"
+    shards_left: int = 0
+    selection: dict[str, int] | None = None  # {"shard_index": I, "num_shards": K} when the run took a selection
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
