@@ -19,17 +19,12 @@ in and how many of them it committed: the rest are what a resume redoes, and its
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from gcage_fast import env
 from gcage_fast.config import ScanConfig, default_workers
-from gcage_fast.errors import CircuitBreakerError, GcageError, Interrupted
+from gcage_fast.errors import GcageError, Interrupted
 from gcage_fast.ingest.prefetch import Prefetch
 from gcage_fast.ingest.prepare import Prepared, prepare, prepare_failure
 from gcage_fast.ingest.workers import SupervisedPool
@@ -37,50 +32,13 @@ from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir, PlanEntry
 from gcage_fast.scanning import session
 from gcage_fast.scanning.context import RunContext, ShardSpec
+from gcage_fast.scanning.controls import CircuitBreaker, Fault, stop_on_signals
 from gcage_fast.scanning.stages import commit_shard, in_flight, pool_limits, prepare_shards, score_pieces, take_shard
 from gcage_fast.scanning.summary import ScanProgress, ScanSummary
 from gcage_fast.scoring.base import Scorer
 from gcage_fast.scoring.factory import make_scorer, prepared_nbytes
 
-__all__ = ["CircuitBreaker", "Fault", "scan", "stop_on_signals", "ScanProgress", "ScanSummary"]
-
-
-class Fault:
-    """The GCAGE_FAULT_AT test hook: SIGKILL ourselves at a chosen point, fail a write with ENOSPC, or wait there
-    for a signal (see gcage_fast.env)."""
-
-    def __init__(self) -> None:
-        self.point = env.fault_point()
-
-    def __call__(self, phase: str, n: int) -> None:
-        if self.point is None:
-            return
-        if self.point == (phase, n):
-            os.kill(os.getpid(), signal.SIGKILL)
-        if self.point == ("pause", n) and phase == "image":
-            os.write(2, f"GCAGE_FAULT_AT: paused after {n} images\n".encode())  # the test waits for this line
-            signal.pause()  # a test's signal ends the wait: the scan cannot finish before it is interrupted
-        if self.point == ("enospc", n) and phase == "in_write":
-            raise OSError(errno.ENOSPC, "No space left on device (GCAGE_FAULT_AT)")
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """SIGTERM (and SIGINT) stop the scan promptly: the exception unwinds through the worker pool, which kills
-    its workers, and leaves the shard in flight unmarked for --resume. Only the main thread can do this."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, _frame):
-        raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+__all__ = ["scan", "ScanProgress", "ScanSummary"]
 
 
 def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = None) -> ScanSummary:
@@ -132,30 +90,6 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
             raise
         scan_s = time.perf_counter() - t_scan
         return session.finish(run, tally.processed, tally.patches, t_start, scan_s)
-
-
-#: Failures that do not depend on what a file contains; a long run of one of them trips the circuit breaker.
-_ENVIRONMENT_ERRORS = frozenset({"worker.crash", "worker.error"})
-
-
-class CircuitBreaker:
-    """Stops the scan after ``limit`` consecutive inputs (across shards) failed with the same environment error."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.code: str | None = None
-        self.streak = 0
-
-    def check(self, prep: Prepared) -> None:
-        if prep.error_code not in _ENVIRONMENT_ERRORS:
-            self.code, self.streak = None, 0
-            return
-        self.streak = self.streak + 1 if prep.error_code == self.code else 1
-        self.code = prep.error_code
-        if self.streak >= self.limit:
-            raise CircuitBreakerError(
-                f"{self.streak} consecutive files failed with {self.code} ({prep.error_detail}); this points "
-                "at the environment rather than the inputs, so the scan stops here (fix it, then --resume)")
 
 
 @dataclass

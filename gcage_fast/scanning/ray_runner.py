@@ -55,7 +55,7 @@ from gcage_fast.log import logger
 from gcage_fast.output.outdir import OutputDir, PlanEntry, parse_stem
 from gcage_fast.scanning import session
 from gcage_fast.scanning.context import RunContext, ShardSpec
-from gcage_fast.scanning.local import CircuitBreaker, Fault, stop_on_signals
+from gcage_fast.scanning.controls import CircuitBreaker, Fault, stop_on_signals
 from gcage_fast.scanning.stages import commit_shard, pool_limits, prepare_shard, score_shard
 from gcage_fast.scanning.summary import ScanProgress, ScanSummary
 
