@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,10 @@ def markdown(records: list[dict[str, Any]], facts: dict[str, str], title: str, c
             r["suite"], r["variant"], r["backend"], r["precision"], r["batch"], r["workers"], r["threads"],
             r["images"], r["patches"], ips, pps, r["peak_rss_mib"], r["ratio_to_baseline"], r["note"]]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def publish(path: Path, text: str) -> None:
+    """Write a result table to ``path`` (its folder made if needed) and show it on stdout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    sys.stdout.write(text)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 import genimages as gen  # noqa: E402
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, publish  # noqa: E402
 from gcage_fast.kernels.reference import PATCH, upsample_cams  # noqa: E402
 from gcage_fast.output.heatmaps import PREVIEW_MAX, encode_heatmap, render_overlay  # noqa: E402
 
@@ -82,9 +82,7 @@ def main() -> int:
         lines.append(f"| {label} | " + " | ".join(f"{s:.0f}" for s in sizes) + " | "
                      + ", ".join(f"{t:.0f}" for t in times) + " |")
     table = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
-    sys.stdout.write(table)
+    publish(args.out, table)
     return 0
 
 

@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from benchmarks.common import machine
+from benchmarks.common import machine, publish
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "broad"
 
@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     stats, seconds = survey(args.data, schemes)
     command = "python -m benchmarks.provenance_survey " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(stats, seconds, args.data, command.strip())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    sys.stdout.write(text)
+    publish(args.out, text)
     return 0
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import image_set, machine, rss  # noqa: E402
+from benchmarks.common import image_set, machine, publish, rss  # noqa: E402
 from benchmarks.suites import replicated  # noqa: E402
 
 
@@ -212,9 +212,7 @@ def main() -> int:
         "of N times that.",
     ]
     table = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
-    sys.stdout.write(table)
+    publish(args.out, table)
     return 0
 
 
