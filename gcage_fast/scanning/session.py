@@ -36,7 +36,7 @@ from gcage_fast.output.outdir import OutputDir, committed_rows, marker_stem, sha
 from gcage_fast.output.schema import SCHEMA_VERSION
 from gcage_fast.scanning import changes, known
 from gcage_fast.scanning.context import RunContext, ShardSpec
-from gcage_fast.scanning.summary import ScanSummary, skipped_codes, totals
+from gcage_fast.scanning.summary import ScanSummary, totals
 from gcage_fast.scoring.factory import uses_device_path
 
 if TYPE_CHECKING:
@@ -353,7 +353,7 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
     """Record the finished run in run.json and sum it up. ``processed`` and ``patches`` count this attempt;
     ``t_start`` is when the command started (``time.perf_counter()``)."""
     n_shards = run.plan["n_shards"]
-    status, codes, verdicts, sources = totals(run.out, shard_rows(run.plan))
+    status, codes, verdicts, sources, skipped = totals(run.out, shard_rows(run.plan))
     wall_s = time.perf_counter() - t_start
     state = "partial" if run.left else "finished"  # partial: a --shard-index selection left shards to other runs
     run.record(state=state, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -368,7 +368,7 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
         wall_s=wall_s, scan_s=scan_s, shards_total=n_shards, shards_written=len(run.pending),
         shards_skipped=len(run.committed), model_id=ctx.model_id, backend=ctx.backend, cam_method=ctx.cam_method,
         verdict_sources=dict(sources), filtered=dict(run.info.get("filtered", {})),
-        skipped_codes=dict(skipped_codes(run.out, shard_rows(run.plan))) if status.get("skipped") else {},
+        skipped_codes=dict(skipped),
         committed_before=run.committed_inputs, redone=run.redone if run.resumed else 0,
         since_plan=run.info.get("since_plan"), state=state, shards_left=len(run.left),
         selection=({"shard_index": ctx.config.shard_index, "num_shards": ctx.config.num_shards}

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from gcage_fast.output.outdir import OutputDir, shard_rows
 
-__all__ = ["ScanProgress", "ScanSummary", "totals", "skipped_codes"]
+__all__ = ["ScanProgress", "ScanSummary", "totals"]
 
 
 @dataclass
@@ -83,24 +83,16 @@ def _parts(out: OutputDir, rows: dict[int, int] | None) -> list:
     return out.result_files(shard_rows(out.read_plan_info()) if rows is None else rows)
 
 
-def totals(out: OutputDir, rows: dict[int, int] | None = None) -> tuple[Counter, Counter, Counter, Counter]:
-    """Counts of ``status``, ``error_code``, ``verdict`` and ``verdict_source`` over the committed parts in ``out``
-    (``rows``: the plan's ``{shard: rows}``, read from plan.json when None)."""
-    status, codes, verdicts, sources = Counter(), Counter(), Counter(), Counter()
+def totals(out: OutputDir, rows: dict[int, int] | None = None) -> tuple[Counter, Counter, Counter, Counter, Counter]:
+    """Counts of ``status``, ``error_code``, ``verdict`` and ``verdict_source`` over the committed parts in ``out``,
+    and of the skipped rows' ``error_code`` apart (a summary lists them apart from the errors); ``rows``: the
+    plan's ``{shard: rows}``, read from plan.json when None. One read of each part."""
+    status, codes, verdicts, sources, skipped = Counter(), Counter(), Counter(), Counter(), Counter()
     for part in _parts(out, rows):
         t = pq.read_table(part, columns=["status", "error_code", "verdict", "verdict_source"]).to_pydict()
         status.update(t["status"])
         codes.update(c for c in t["error_code"] if c)
+        skipped.update(c for st, c in zip(t["status"], t["error_code"]) if st == "skipped" and c)
         verdicts.update(v for v in t["verdict"] if v)
         sources.update(v for v in t["verdict_source"] if v)
-    return status, codes, verdicts, sources
-
-
-def skipped_codes(out: OutputDir, rows: dict[int, int] | None = None) -> Counter:
-    """Counts of ``error_code`` over the rows with status skipped (``totals`` counts the codes of every status):
-    a summary lists them apart from the errors."""
-    codes: Counter = Counter()
-    for part in _parts(out, rows):
-        t = pq.read_table(part, columns=["status", "error_code"]).to_pydict()
-        codes.update(c for st, c in zip(t["status"], t["error_code"]) if st == "skipped" and c)
-    return codes
+    return status, codes, verdicts, sources, skipped
