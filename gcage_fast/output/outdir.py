@@ -15,6 +15,11 @@ Layout (DESIGN.md §5)::
 
 Outputs of schema versions 2 and 3 kept their results in ``OUT/parts/`` and their plan as ``*.parquet``; reading
 (verify, report, eval) finds either.
+
+Everything but the lock goes through a few primitives on paths relative to OUT (``_read``, ``_write``, ``_names``,
+``_delete`` and the commit of a part): :class:`OutputDir` implements them on a local directory, and
+:class:`gcage_fast.output.objectout.ObjectOutputDir` on an object-store prefix (``-o s3://bucket/prefix``);
+:func:`gcage_fast.output.location.output_dir` gives the one for a path or URI.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +36,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gcage_fast.errors import OutputError
-from gcage_fast.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
-from gcage_fast.hashing import sha256_file
+from gcage_fast.fsutil import atomic_write_bytes, fsync_dir
+from gcage_fast.hashing import sha256_bytes, sha256_file
 from gcage_fast.output.schema import SCHEMA_VERSION, kept_field, plan_schema
 
-__all__ = ["OutputDir", "PlanEntry", "PlanInput", "committed_rows", "marker_stem", "part_stem", "shard_name",
-           "shard_rows"]
+__all__ = ["OutputDir", "PlanEntry", "PlanInput", "committed_rows", "json_bytes", "marker_stem", "part_stem",
+           "read_parquet_bytes", "shard_name", "shard_rows"]
 
 _OURS = ("run.json", "plan", "results", "parts", "commits", "heatmaps")
 #: Where results live: ``results`` (schema 4 on), ``parts`` (older outputs).
 RESULTS, LEGACY_RESULTS = "results", "parts"
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class PlanInput(Protocol):
@@ -103,10 +106,42 @@ class PlanEntry:
 class OutputDir:
     """Owns one output directory for the duration of a scan (or a read-only check)."""
 
+    #: Whether the output lies in an object store (no rename, no lock: see ObjectOutputDir).
+    remote = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.uri = path if isinstance(path, str) and _URI.match(path) else None  # Path() would fold its "//"
+        self.uri: str | None = None  # the URI of an output in an object store (ObjectOutputDir)
         self._lock_fd: int | None = None
+
+    @property
+    def where(self) -> str:
+        """The output as messages name it."""
+        return str(self.path)
+
+    def display(self, rel: str) -> str:
+        """The file ``rel`` (relative to OUT) as messages name it."""
+        return str(self.path / rel)
+
+    # ---- the primitives (ObjectOutputDir implements them on an object store)
+    def read_bytes(self, rel: str) -> bytes:
+        """The bytes of the file ``rel`` (relative to OUT); OSError (FileNotFoundError) when it cannot be read."""
+        return (self.path / rel).read_bytes()
+
+    def write_bytes(self, rel: str, data: bytes, tag: str = "w") -> None:
+        """Publish ``data`` as the file ``rel`` whole: readers see the old file or the complete new one."""
+        atomic_write_bytes(self.path / rel, data, tag=tag)
+
+    def exists(self, rel: str) -> bool:
+        return (self.path / rel).is_file()
+
+    def has_run(self) -> bool:
+        """Whether the output has a run.json (is a gcage_fast output)."""
+        return self.run_json.is_file()
+
+    def has_plan(self) -> bool:
+        """Whether the plan is complete (plan.json is written last)."""
+        return (self.plan_dir / "plan.json").is_file()
 
     # ---- paths
     @property
@@ -155,9 +190,6 @@ class OutputDir:
     def precheck(self, mode: str) -> None:
         """Cheap checks before any slow work (export, enumeration): raise OutputError for an output directory that
         cannot be created or written, or that a new scan may not use. Changes nothing on disk."""
-        if self.uri is not None:  # the seam for outputs in object stores (commit by conditional PUT): not yet
-            raise OutputError(f"cannot write the output to {self.uri}: writing a scan's output to an object store "
-                              "is not supported yet; give a local directory for -o (inputs can be s3:// URIs)")
         p = self.path
         if p.exists():
             if not p.is_dir():
@@ -259,19 +291,19 @@ class OutputDir:
     # ---- run.json
     def read_run(self) -> dict[str, Any]:
         try:
-            return json.loads(self.run_json.read_text())
+            return json.loads(self.read_bytes("run.json"))
         except (OSError, ValueError) as exc:
-            raise OutputError(f"cannot read {self.run_json}: {exc}") from None
+            raise OutputError(f"cannot read {self.display('run.json')}: {exc}") from None
 
     def write_run(self, info: dict[str, Any]) -> None:
-        atomic_write_json(self.run_json, info)
+        self.write_bytes("run.json", json_bytes(info))
 
     # ---- plan
     def write_plan(self, refs: list[PlanInput], shard_size: int, tag: str,
                    kept: tuple[pa.Field, ...] = ()) -> dict[str, Any]:
         """Freeze the plan: one Arrow IPC file per shard, then plan.json (written last). ``kept``: the columns of
         the table the inputs came from whose values the refs carry."""
-        self.plan_dir.mkdir(exist_ok=True)
+        self.make_plan_dir()
         schema = plan_schema(kept)
         shards = []
         for shard, start in enumerate(range(0, max(len(refs), 1), shard_size)):
@@ -294,29 +326,35 @@ class OutputDir:
                 "object_info": [r.object_info for r in chunk],
                 **({"carried": [r.carried for r in chunk]} if kept else {}),
             }, schema=schema)
-            path = self.plan_dir / f"{shard_name(shard)}.arrow"
             sink = pa.BufferOutputStream()
             with pa.ipc.new_file(sink, schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
                 writer.write_table(table)
-            atomic_write_bytes(path, sink.getvalue().to_pybytes(), tag=tag)
-            shards.append({"shard": shard, "rows": len(chunk), "sha256": sha256_file(path)})
+            data = sink.getvalue().to_pybytes()
+            self.write_bytes(f"plan/{shard_name(shard)}.arrow", data, tag=tag)
+            shards.append({"shard": shard, "rows": len(chunk), "sha256": sha256_bytes(data)})
         info = {"schema_version": SCHEMA_VERSION, "n_inputs": len(refs), "shard_size": shard_size,
                 "n_shards": len(shards), "shards": shards}
-        atomic_write_json(self.plan_dir / "plan.json", info, tag=tag)
+        self.write_bytes("plan/plan.json", json_bytes(info), tag=tag)
         return info
 
-    def read_plan_info(self) -> dict[str, Any]:
-        path = self.plan_dir / "plan.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise OutputError(f"cannot read the plan {path}: {exc}") from None
+    def make_plan_dir(self) -> None:
+        self.plan_dir.mkdir(exist_ok=True)
 
-    def read_plan_shard(self, shard: int, expected_sha256: str | None = None) -> list[PlanEntry]:
+    def read_plan_info(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.read_bytes("plan/plan.json"))
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"cannot read the plan {self.display('plan/plan.json')}: {exc}") from None
+
+    def _plan_shard_table(self, shard: int, expected_sha256: str | None) -> pa.Table:
+        """The table of one plan shard, checked against its sha256 in plan.json (when given)."""
         path = self.plan_path(shard)
         if expected_sha256 is not None and (not path.is_file() or sha256_file(path) != expected_sha256):
             raise OutputError(f"plan file {path} is missing or does not match plan.json")
-        t = self._plan_table(path).to_pydict()
+        return self._plan_table(path)
+
+    def read_plan_shard(self, shard: int, expected_sha256: str | None = None) -> list[PlanEntry]:
+        t = self._plan_shard_table(shard, expected_sha256).to_pydict()
         n = len(t["index"])
         sidecars, carried = t.get("sidecars", [None] * n), t.get("carried", [None] * n)  # schema 5 on
         objects = t.get("object_info", [None] * n)
@@ -337,16 +375,22 @@ class OutputDir:
         with pa.memory_map(str(path)) as source:
             return pa.ipc.open_file(source).read_all()
 
+    def _plan_schema(self, shard: int) -> pa.Schema | None:
+        """The schema of one plan shard (None for a plan of schema 2 or 3, which kept no columns)."""
+        path = self.plan_path(shard)
+        if path.suffix == ".parquet":
+            return None
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).schema
+
     def plan_kept(self, plan: dict[str, Any]) -> tuple[pa.Field, ...]:
         """The kept table columns a plan carries (scan --from-table), with their types, from its first shard; ()
         for a plan of no table (or of no inputs)."""
         if not plan["shards"]:
             return ()
-        path = self.plan_path(int(plan["shards"][0]["shard"]))
-        if path.suffix == ".parquet":
+        schema = self._plan_schema(int(plan["shards"][0]["shard"]))
+        if schema is None:
             return ()
-        with pa.memory_map(str(path)) as source:
-            schema = pa.ipc.open_file(source).schema
         index = schema.get_field_index("carried")
         return () if index < 0 else tuple(kept_field(f.name, f.type) for f in schema.field(index).type)
 
@@ -354,24 +398,30 @@ class OutputDir:
     def read_commit(self, shard: int, offset: int | None = None) -> dict[str, Any] | None:
         """The marker of a shard committed whole (or of one piece); None when it is missing or unreadable."""
         try:
-            return json.loads(self.commit_path(shard, offset).read_text())
+            return json.loads(self.read_bytes(f"commits/{part_stem(shard, offset)}.json"))
         except (OSError, ValueError):
             return None
+
+    def marker_names(self) -> list[str]:
+        """The names of the files in OUT/commits."""
+        try:
+            return [e.name for e in os.scandir(self.commits_dir)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def markers(self) -> dict[int, list[tuple[str, dict[str, Any] | None]]]:
         """Every marker on disk, unchecked, by shard: ``(stem, marker or None when unreadable)``, in input order
         (a whole shard's marker first, then its pieces by offset)."""
         found: dict[int, list[tuple[int, str, dict[str, Any] | None]]] = {}
-        if self.commits_dir.is_dir():
-            for p in self.commits_dir.iterdir():
-                parsed = parse_stem(p.name[:-5]) if p.name.endswith(".json") else None
-                if parsed is None:
-                    continue
-                try:
-                    marker = json.loads(p.read_text())
-                except (OSError, ValueError):
-                    marker = None
-                found.setdefault(parsed[0], []).append((-1 if parsed[1] is None else parsed[1], p.name[:-5], marker))
+        for name in self.marker_names():
+            parsed = parse_stem(name[:-5]) if name.endswith(".json") else None
+            if parsed is None:
+                continue
+            try:
+                marker = json.loads(self.read_bytes(f"commits/{name}"))
+            except (OSError, ValueError):
+                marker = None
+            found.setdefault(parsed[0], []).append((-1 if parsed[1] is None else parsed[1], name[:-5], marker))
         return {shard: [(stem, m) for _, stem, m in sorted(items, key=lambda t: t[0])]
                 for shard, items in found.items()}
 
@@ -403,15 +453,61 @@ class OutputDir:
         part = self.results_dir / f"{stem}.parquet"
         return part.is_file() and sha256_file(part) == marker.get("sha256")
 
+    def part_ref(self, stem: str, marker: dict[str, Any] | None) -> Any:
+        """Where the part of the marker ``stem`` lies (what :meth:`read_result` and :meth:`part_bytes` take)."""
+        return self.results_dir / f"{stem}.parquet"
+
+    def part_name(self, ref: Any) -> str:
+        """A part as messages name it."""
+        return ref.name
+
+    def part_bytes(self, ref: Any) -> bytes | None:
+        """The bytes of a part, None when it does not exist."""
+        try:
+            return ref.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def read_result(self, ref: Any, columns: list[str] | None = None) -> pa.Table:
+        """The rows of a committed part (a ref from :meth:`result_files`)."""
+        return pq.read_table(ref, columns=columns)
+
+    def result_names(self, ref: Any) -> list[str]:
+        """The column names of a committed part."""
+        return pq.ParquetFile(ref).schema_arrow.names
+
+    def leftovers(self, expected: set[str]) -> list[str]:
+        """What a complete output should not hold: temp files in OUT/results and OUT/commits, and parts not in
+        ``expected`` (names), one line each, as verify lists its problems."""
+        found = []
+        for d in (self.results_dir, self.commits_dir):
+            if d.is_dir():
+                for p in d.iterdir():
+                    if ".tmp-" in p.name:
+                        found.append(f"temporary file left behind: {p.relative_to(self.path)}")
+                    elif d == self.results_dir and p.name not in expected:
+                        found.append(f"unplanned part: {p.relative_to(self.path)}")
+        return found
+
+    def write_heatmap(self, image: Any, input_id: str, fmt: str, tag: str, quality: int) -> None:
+        """Write the overlay of one input (OSError when it cannot be written)."""
+        from gcage_fast.output.heatmaps import write_heatmap_atomic  # Pillow: only where overlays are written
+
+        write_heatmap_atomic(image, self.heatmap_path(input_id, fmt), tag=tag, fmt=fmt, quality=quality)
+
     def committed_shards(self, shard_rows: dict[int, int]) -> dict[int, list[dict[str, Any]]]:
         """The shards of :meth:`committed_parts` that are committed completely."""
         return {shard: chain for shard, chain in self.committed_parts(shard_rows).items()
                 if committed_rows(chain) == shard_rows[shard]}
 
-    def result_files(self, shard_rows: dict[int, int]) -> list[Path]:
-        """The committed parts (whole shards and pieces), in plan order: every committed row, once."""
-        return [self.path / m["part"] if "part" in m else self.part_path(shard)
-                for shard, chain in sorted(self.committed_parts(shard_rows).items()) for m in chain]
+    def result_files(self, shard_rows: dict[int, int]) -> list[Any]:
+        """The committed parts (whole shards and pieces), in plan order: every committed row, once (local paths;
+        keys of an object store; :meth:`read_result` reads either)."""
+        return [self._committed_ref(shard, m) for shard, chain in sorted(self.committed_parts(shard_rows).items())
+                for m in chain]
+
+    def _committed_ref(self, shard: int, marker: dict[str, Any]) -> Any:
+        return self.path / marker["part"] if "part" in marker else self.part_path(shard)
 
     def remove_uncommitted(self, keep: set[str]) -> int:
         """Delete temp files, and the parts and markers whose name (:func:`part_stem`) is not in ``keep``.
@@ -436,6 +532,18 @@ class OutputDir:
         if removed:
             fsync_dir(self.path)
         return removed
+
+
+def read_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """The table of a Parquet file held in memory. Through ParquetFile: ``pq.read_table`` of a BufferReader
+    (pyarrow 26) leaves a thread that aborts the interpreter at exit now and then ("terminate called without an
+    active exception")."""
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """The bytes run.json, plan.json and the markers are written as: indented, key-sorted JSON."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 def committed_rows(chain: list[dict[str, Any]]) -> int:

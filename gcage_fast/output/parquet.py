@@ -45,6 +45,9 @@ def commit_shard(out: OutputDir, shard: int, rows: list[dict[str, Any]], *, run_
         OutputError: the part cannot be written (disk full, permissions): a run-level failure.
     """
     table = rows_table(rows, schema)
+    if out.remote:
+        return _commit_object(out, shard, table, schema, fault, run_id=run_id, model_sha256=model_sha256,
+                              heatmaps=heatmaps, offset=offset, shard_rows=shard_rows, stats=stats)
     final = out.part_path(shard, offset)
     tmp = tmp_name(final, run_id[:12])
     try:
@@ -64,21 +67,9 @@ def commit_shard(out: OutputDir, shard: int, rows: list[dict[str, Any]], *, run_
         fsync_dir(final.parent)
         if fault:
             fault("after_rename", shard)
-        marker = {
-            "schema_version": SCHEMA_VERSION,
-            "shard": shard,
-            "rows": table.num_rows,
-            "part": f"{final.parent.name}/{final.name}",
-            "bytes": final.stat().st_size,
-            "sha256": sha256_file(final),
-            "input_ids_sha256": sha256_bytes("\n".join(table.column("input_id").to_pylist()).encode()),
-            "heatmaps": heatmaps,
-            **({"piece": True, "offset": offset, "shard_rows": shard_rows} if offset is not None else {}),
-            **({"stats": stats} if stats is not None else {}),
-            "run_id": run_id,
-            "model_sha256": model_sha256,
-            "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        marker = _marker(shard, table, part=f"{final.parent.name}/{final.name}", size=final.stat().st_size,
+                         sha256=sha256_file(final), run_id=run_id, model_sha256=model_sha256, heatmaps=heatmaps,
+                         offset=offset, shard_rows=shard_rows, stats=stats)
         atomic_write_json(out.commit_path(shard, offset), marker, tag=run_id[:12])
     except OSError as exc:
         try:
@@ -86,6 +77,52 @@ def commit_shard(out: OutputDir, shard: int, rows: list[dict[str, Any]], *, run_
         except OSError:
             pass
         raise OutputError(f"cannot write shard {shard} to {out.path}: {exc.strerror or exc}") from None
+    if fault:
+        fault("after_commit", shard)
+    return marker
+
+
+def _marker(shard: int, table: pa.Table, *, part: str | None, size: int, sha256: str, run_id: str,
+            model_sha256: str, heatmaps: int, offset: int | None, shard_rows: int | None,
+            stats: dict[str, Any] | None) -> dict[str, Any]:
+    """The commit marker of one part (``part``: where it lies, relative to the output; None: added later)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "shard": shard,
+        "rows": table.num_rows,
+        **({"part": part} if part is not None else {}),
+        "bytes": size,
+        "sha256": sha256,
+        "input_ids_sha256": sha256_bytes("\n".join(table.column("input_id").to_pylist()).encode()),
+        "heatmaps": heatmaps,
+        **({"piece": True, "offset": offset, "shard_rows": shard_rows} if offset is not None else {}),
+        **({"stats": stats} if stats is not None else {}),
+        "run_id": run_id,
+        "model_sha256": model_sha256,
+        "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _commit_object(out: Any, shard: int, table: pa.Table, schema: pa.Schema, fault: FaultHook | None, *,
+                   run_id: str, model_sha256: str, heatmaps: int, offset: int | None, shard_rows: int | None,
+                   stats: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`commit_shard` into an object store (:class:`gcage_fast.output.objectout.ObjectOutputDir`): the part
+    is written in memory, uploaded under its attempt's own key, and the marker created only if none exists (the
+    first attempt to commit a shard wins). The fault hook's phases are those of a local commit: ``in_write``,
+    ``before_rename`` (the part is complete, not uploaded), ``after_rename`` (uploaded, no marker yet),
+    ``after_commit``."""
+    sink = pa.BufferOutputStream()
+    writer = pq.ParquetWriter(sink, schema, compression="zstd")
+    writer.write_table(table)
+    if fault:
+        fault("in_write", shard)
+    writer.close()
+    data = sink.getvalue().to_pybytes()
+    if fault:
+        fault("before_rename", shard)
+    marker = _marker(shard, table, part=None, size=len(data), sha256=sha256_bytes(data), run_id=run_id,
+                     model_sha256=model_sha256, heatmaps=heatmaps, offset=offset, shard_rows=shard_rows, stats=stats)
+    marker = out.commit_part(shard, offset, data, marker, fault)
     if fault:
         fault("after_commit", shard)
     return marker

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from gcage_fast.errors import OutputError
-from gcage_fast.hashing import sha256_file
-from gcage_fast.output.outdir import OutputDir, parse_stem
+from gcage_fast.hashing import sha256_bytes
+from gcage_fast.output.location import output_dir
+from gcage_fast.output.outdir import OutputDir, parse_stem, part_stem, read_parquet_bytes
 from gcage_fast.output.schema import ROW_SCHEMAS, SCORE_COLUMNS
 
 __all__ = ["VerifyReport", "verify_output"]
@@ -58,23 +59,25 @@ def _schema_matches(schema: pa.Schema, expected: pa.Schema, kept: list[tuple[str
     return all(f.name == name and str(f.type) == typ and f.nullable for f, (name, typ) in zip(list(schema)[n:], kept))
 
 
-def _checked_part(shard: int, part: Path, marker: dict | None, problem,
+def _checked_part(out: OutputDir, shard: int, ref: Any, marker: dict | None, problem,
                   kept: list[tuple[str, str]]) -> pa.Table | None:
-    """The rows of one committed part, or None (and a problem) when the part does not hold what its marker says.
-    ``kept``: the kept columns the rows must have after the standard ones."""
+    """The rows of one committed part (``ref``: :meth:`OutputDir.part_ref`), or None (and a problem) when the part
+    does not hold what its marker says. ``kept``: the kept columns the rows must have after the standard ones."""
+    name = out.part_name(ref)
     if marker is None:
-        problem(f"shard {shard}: the commit marker of {part.name} is unreadable")
+        problem(f"shard {shard}: the commit marker of {name} is unreadable")
         return None
-    if not part.is_file():
-        problem(f"shard {shard}: committed but {part.name} is missing")
+    data = out.part_bytes(ref)
+    if data is None:
+        problem(f"shard {shard}: committed but {name} is missing")
         return None
-    if sha256_file(part) != marker.get("sha256"):
-        problem(f"shard {shard}: {part.name} does not match the sha256 in its commit marker")
+    if sha256_bytes(data) != marker.get("sha256"):
+        problem(f"shard {shard}: {name} does not match the sha256 in its commit marker")
         return None
     try:
-        table = pq.read_table(part)
+        table = read_parquet_bytes(data)
     except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt part
-        problem(f"shard {shard}: {part.name} is unreadable: {exc}")
+        problem(f"shard {shard}: {name} is unreadable: {exc}")
         return None
     version = int((table.schema.metadata or {}).get(b"gcage_fast.schema_version", b"0") or 0)
     expected = ROW_SCHEMAS.get(version)
@@ -87,11 +90,12 @@ def _checked_part(shard: int, part: Path, marker: dict | None, problem,
 
 
 def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
-    """Check an output directory. Raises OutputError only when it is not a gcage_fast output at all."""
-    out = OutputDir(path)
-    report = VerifyReport(str(out.path))
-    if not out.run_json.is_file():
-        raise OutputError(f"{out.path} is not a gcage_fast output directory (no run.json)")
+    """Check an output directory (or an output in an object store, ``s3://bucket/prefix``). Raises OutputError only
+    when it is not a gcage_fast output at all (or the store cannot be read)."""
+    out = output_dir(path)
+    report = VerifyReport(out.where)
+    if not out.has_run():
+        raise OutputError(f"{out.where} is not a gcage_fast output directory (no run.json)")
     plan = out.read_plan_info()
     kept = _kept(out.read_run())
     report.n_planned = plan["n_inputs"]
@@ -109,7 +113,7 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
     markers = out.markers()
     for s in plan["shards"]:
         shard = s["shard"]
-        expected_names.add(out.part_path(shard).name)
+        expected_names.add(out.part_name(out.part_ref(part_stem(shard), None)))
         try:
             entries = out.read_plan_shard(shard, s["sha256"])
         except (OutputError, OSError) as exc:
@@ -121,16 +125,17 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
             continue
         end, complete = 0, True
         for stem, marker in items:
-            part = out.results_dir / f"{stem}.parquet"
-            expected_names.add(part.name)
+            ref = out.part_ref(stem, marker)
+            name = out.part_name(ref)
+            expected_names.add(name)
             piece_at = parse_stem(stem)[1]  # type: ignore[index]
             whole, offset = piece_at is None, piece_at or 0
-            table = _checked_part(shard, part, marker, problem, kept)
+            table = _checked_part(out, shard, ref, marker, problem, kept)
             if table is None:
                 complete = False
                 continue
             if offset != end:
-                problem(f"shard {shard}: {part.name} starts at input {offset}, the parts before it end at {end}")
+                problem(f"shard {shard}: {name} starts at input {offset}, the parts before it end at {end}")
             planned = [e.input_id for e in (entries if whole else entries[offset:offset + table.num_rows])]
             report.n_rows += table.num_rows
             end = len(entries) if whole else offset + table.num_rows
@@ -156,12 +161,7 @@ def verify_output(path: str | Path, max_problems: int = 50) -> VerifyReport:
                     f"shard {shard}: {end} rows, plan has {len(entries)}")
         elif complete:
             report.n_committed += 1
-    for d in (out.results_dir, out.commits_dir):
-        if d.is_dir():
-            for p in d.iterdir():
-                if ".tmp-" in p.name:
-                    problem(f"temporary file left behind: {p.relative_to(out.path)}")
-                elif d == out.results_dir and p.name not in expected_names:
-                    problem(f"unplanned part: {p.relative_to(out.path)}")
+    for found in out.leftovers(expected_names):
+        problem(found)
     report.status = dict(status)
     return report

@@ -61,7 +61,7 @@ def since_plan(config: ScanConfig, out: OutputDir, plan: dict[str, Any],
         return {"compared": False, "reason": str(exc)}
     changes = {"compared": True, **compare(out, plan, found)}
     if changes["added"] or changes["removed"]:
-        where = display_path(os.fsencode(out.path))
+        where = out.where if out.remote else display_path(os.fsencode(out.path))
         logger.warning(
             "since the plan of %s was made, %d inputs were added%s and %d removed%s; --resume scans only the "
             "planned inputs: scan the added ones into a new output with --skip-known %s (what this one scored "

@@ -19,6 +19,7 @@ import pyarrow as pa
 from gcage_fast.config import ScanConfig
 from gcage_fast.ingest.perturb import Perturbation, parse_perturbations
 from gcage_fast.output.heatmaps import PREVIEW_MAX
+from gcage_fast.output.location import output_dir
 from gcage_fast.output.outdir import OutputDir
 from gcage_fast.output.schema import with_kept
 
@@ -82,4 +83,4 @@ class RunContext:
 
     def outdir(self) -> OutputDir:
         """The output directory, unlocked (the runner holds the lock)."""
-        return OutputDir(self.output)
+        return output_dir(self.output)

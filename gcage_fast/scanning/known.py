@@ -27,6 +27,7 @@ from gcage_fast.fsutil import atomic_write_bytes
 from gcage_fast.hashing import sha256_bytes, sha256_file
 from gcage_fast.ingest.known import KNOWN_CODE, POINTER_FIELDS, known_path
 from gcage_fast.ingest.sources import display_path
+from gcage_fast.output.location import is_uri
 from gcage_fast.output.outdir import OutputDir, shard_rows
 from gcage_fast.scanning.locator import locator
 
@@ -114,6 +115,9 @@ def fingerprint(config: ScanConfig) -> dict[str, Any] | None:
     before anything is written) and read, and the set is kept for :func:`freeze`."""
     if not config.skip_known:
         return None
+    if is_uri(config.output):
+        raise ConfigError(f"--skip-known is not supported with an output in an object store ({config.output}) yet: "
+                          "scan into a local directory, or scan without --skip-known")
     outputs = [os.path.abspath(p) for p in config.skip_known]
     frozen = known_path(OutputDir(config.output))
     if config.mode == "resume" and frozen.is_file():

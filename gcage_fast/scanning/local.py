@@ -29,7 +29,8 @@ from gcage_fast.ingest.prefetch import Prefetch
 from gcage_fast.ingest.prepare import Prepared, prepare, prepare_failure
 from gcage_fast.ingest.workers import SupervisedPool
 from gcage_fast.log import logger
-from gcage_fast.output.outdir import OutputDir, PlanEntry
+from gcage_fast.output.location import output_dir
+from gcage_fast.output.outdir import PlanEntry
 from gcage_fast.scanning import session
 from gcage_fast.scanning.context import RunContext, ShardSpec
 from gcage_fast.scanning.controls import CircuitBreaker, Fault, stop_on_signals
@@ -61,7 +62,7 @@ def scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None = N
 def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -> ScanSummary:
     t_start = time.perf_counter()
     setup = session.resolve(config)
-    out = OutputDir(config.output)
+    out = output_dir(config.output)
     refs = session.inputs(config, out)
     # Engines first (the export may take a while on first use): a failure here leaves no output behind.
     pair = session.engines(setup)

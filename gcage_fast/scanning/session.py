@@ -166,8 +166,9 @@ def inputs(config: ScanConfig, out: OutputDir) -> Discovery | None:
     """Check that ``out`` can take this scan (changing nothing on disk), then enumerate the inputs; None when an
     existing run will be resumed (its plan is on disk)."""
     out.precheck(config.mode)
-    _refuse_output_inside_inputs(out.path, config.inputs)
-    if config.mode == "resume" and out.run_json.is_file():
+    if not out.remote:
+        _refuse_output_inside_inputs(out.path, config.inputs)
+    if config.mode == "resume" and out.has_run():
         return None
     found = _discover(config)
     if not found.refs:
@@ -255,7 +256,7 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
     if resumed:
         previous = out.read_run()
         if previous.get("schema_version") != SCHEMA_VERSION:
-            raise ConfigError(f"cannot resume: {out.path} was written with output schema "
+            raise ConfigError(f"cannot resume: {out.where} was written with output schema "
                               f"v{previous.get('schema_version')} and this version writes v{SCHEMA_VERSION}; "
                               "scan into a new directory, or --overwrite")
         _check_resume(previous.get("fingerprint", {}), setup.fingerprint)
@@ -283,7 +284,7 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
     }
     out.write_run(info)  # first: a run killed while planning can still be resumed
     known.freeze(config, out, setup.fingerprint.get("skip_known"), tag=run_id[:12])  # before the plan
-    if (out.plan_dir / "plan.json").is_file():
+    if out.has_plan():
         plan = out.read_plan_info()
         if resumed:  # the plan is followed as it is: say what was added or removed since
             info["since_plan"] = changes.since_plan(config, out, plan, lambda: _discover(config))
@@ -323,7 +324,7 @@ def open_run(setup: Setup, out: OutputDir, found: Discovery | None, pair: Runner
     if model.head is None:
         logger.warning("model %s has no G-CAGE head: verdicts come from the base detector alone", spec.model_id)
     r = setup.resolved
-    ctx = RunContext(config=config, output=str(out.path), run_id=run_id, model_id=spec.model_id,
+    ctx = RunContext(config=config, output=out.where, run_id=run_id, model_id=spec.model_id,
                      model_sha256=spec.sha256, backend=backend_label, cam_method=setup.options.cam_method,
                      cam_target=setup.options.cam_target, threshold=r["threshold"], top_k=r["top_k"],
                      full_image=uses_device_path(config), class_names=tuple(spec.class_names), kept=tuple(kept))
@@ -363,7 +364,7 @@ def finish(run: Run, processed: int, patches: int, t_start: float, scan_s: float
                              "scan_s": round(scan_s, 3)})
     ctx = run.ctx
     return ScanSummary(
-        output=str(run.out.path), run_id=ctx.run_id, resumed=run.resumed, n_inputs=run.plan["n_inputs"],
+        output=run.out.where, run_id=ctx.run_id, resumed=run.resumed, n_inputs=run.plan["n_inputs"],
         status=dict(status), error_codes=dict(codes), verdicts=dict(verdicts), processed=processed, patches=patches,
         wall_s=wall_s, scan_s=scan_s, shards_total=n_shards, shards_written=len(run.pending),
         shards_skipped=len(run.committed), model_id=ctx.model_id, backend=ctx.backend, cam_method=ctx.cam_method,

@@ -27,7 +27,7 @@ from gcage_fast.ingest.feed import InputFeed
 from gcage_fast.ingest.prepare import Prepared
 from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
 from gcage_fast.output import parquet
-from gcage_fast.output.heatmaps import heatmap_path, render_overlay, wants_heatmap, write_heatmap_atomic
+from gcage_fast.output.heatmaps import heatmap_path, render_overlay, wants_heatmap
 from gcage_fast.output.outdir import OutputDir, PlanEntry
 from gcage_fast.scanning.context import RunContext, ShardSpec
 from gcage_fast.scanning.rows import build_row
@@ -213,10 +213,9 @@ def _write_heatmap(ctx: RunContext, out: OutputDir, entry: PlanEntry, prep: Prep
     img = render_overlay(prep.preview, prep.preview_scale, prep.boxes, score.heat, label=label)
     fmt = ctx.config.heatmaps
     try:
-        write_heatmap_atomic(img, out.heatmap_path(entry.input_id, fmt), tag=ctx.run_id[:12], fmt=fmt,
-                             quality=ctx.config.heatmap_quality)
+        out.write_heatmap(img, entry.input_id, fmt, tag=ctx.run_id[:12], quality=ctx.config.heatmap_quality)
     except OSError as exc:  # like a part that cannot be written: the run stops, --resume redoes the shard
-        raise OutputError(f"cannot write a heatmap to {out.heatmaps_dir}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write a heatmap to {out.display('heatmaps')}: {exc.strerror or exc}") from None
 
 
 # ---- commit

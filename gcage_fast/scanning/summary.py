@@ -7,7 +7,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
 
 from gcage_fast.output.outdir import OutputDir, shard_rows
 
@@ -89,7 +88,7 @@ def totals(out: OutputDir, rows: dict[int, int] | None = None) -> tuple[Counter,
     plan's ``{shard: rows}``, read from plan.json when None. One read of each part."""
     status, codes, verdicts, sources, skipped = Counter(), Counter(), Counter(), Counter(), Counter()
     for part in _parts(out, rows):
-        t = pq.read_table(part, columns=["status", "error_code", "verdict", "verdict_source"]).to_pydict()
+        t = out.read_result(part, columns=["status", "error_code", "verdict", "verdict_source"]).to_pydict()
         status.update(t["status"])
         codes.update(c for c in t["error_code"] if c)
         skipped.update(c for st, c in zip(t["status"], t["error_code"]) if st == "skipped" and c)
