@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -189,7 +190,7 @@ class ObjectOutputDir(OutputDir):
     def create(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` unless it exists (``If-None-Match: *``): True when this call created it, False when an
         object was there first (it is left as it is)."""
-        for _ in range(5):
+        for attempt in range(5):
             try:
                 _client().put_object(Bucket=self.bucket, Key=self._key(rel), Body=data, IfNoneMatch="*")
                 return True
@@ -199,7 +200,10 @@ class ObjectOutputDir(OutputDir):
                     return False
                 if code != "ConditionalRequestConflict":  # S3: another conditional write of the key in flight
                     raise self._fail(exc, "write to") from None
-        return False if self.exists(rel) else self.create(rel, data)
+            if self.exists(rel):
+                return False
+            time.sleep(0.1 * 2 ** attempt)
+        raise OutputError(f"cannot write {self.display(rel)}: the store kept answering ConditionalRequestConflict")
 
     def delete(self, rel: str) -> None:
         try:
