@@ -103,3 +103,20 @@ def test_a_url_named_on_the_command_line_and_one_changed_after_the_plan(site, ti
     assert secret.stderr.strip().splitlines() == [
         "Error: a URL with credentials in it (http://user:secret@host/...) is not accepted: they would be written "
         "into the rows and run.json; serve the files without them"]
+
+
+def test_a_large_object_is_read_whole_and_within_the_limit(site):
+    """A streamed read gives what has arrived (64 KiB, say): the bytes come whole, or limit.bytes."""
+    import random
+
+    from gcage_fast.ingest import webobjects
+    from gcage_fast.ingest.decode import DecodeFailure
+
+    root, base = site
+    data = random.Random(4).randbytes(3_000_000)
+    (root / "big.bin").write_bytes(data)
+    stat, got = webobjects.read(f"{base}/big.bin", 10_000_000)
+    assert (stat[0], len(got), got == data) == (3_000_000, 3_000_000, True)
+    with pytest.raises(DecodeFailure) as info:
+        webobjects.read(f"{base}/big.bin", 1000)
+    assert (info.value.code, info.value.detail) == ("limit.bytes", "3000000 bytes is over the limit of 1000")

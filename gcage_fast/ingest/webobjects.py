@@ -81,7 +81,7 @@ def read(url: str, max_bytes: int) -> tuple[Stat, bytes]:
         if stat[0] is not None and stat[0] > max_bytes:
             raise DecodeFailure("limit.bytes", f"{stat[0]} bytes is over the limit of {max_bytes}")
         with fs.open(url, "rb", block_size=0) as f:  # streamed: no range requests
-            data = f.read(max_bytes + 1)
+            data = _read_upto(f, max_bytes + 1)
     except DecodeFailure:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -89,3 +89,15 @@ def read(url: str, max_bytes: int) -> tuple[Stat, bytes]:
     if len(data) > max_bytes:
         raise DecodeFailure("limit.bytes", f"over the limit of {max_bytes} bytes")
     return stat, bytes(data)
+
+
+def _read_upto(f: Any, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the stream ``f``: a streamed read gives what has arrived (64 KiB, say), not all."""
+    chunks, n = [], 0
+    while n < limit:
+        chunk = f.read(limit - n)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n += len(chunk)
+    return b"".join(chunks)
